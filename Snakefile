@@ -1,0 +1,23 @@
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/model.smk"
+include: "rules/fit.smk"
+include: "rules/summarize.smk"
+include: "rules/plot.smk"
+
+
+rule all:
+    input:
+        get_final_output(),
+    default_target: True

@@ -1,0 +1,17 @@
+"""Snakemake adapter: fit one dataset with one method through CmdStan."""
+
+from gmmpipe.data import read_dataset
+from gmmpipe.fit import fit_dataset
+from gmmpipe.workflow import log_to
+
+log_to(snakemake.log[0])
+spec = snakemake.params.dataset
+fit_dataset(
+    snakemake.input.exe,
+    read_dataset(snakemake.input.data, k=spec["model"]["K"]),
+    dataset_spec=spec,
+    method_spec=snakemake.params.method,
+    seed=snakemake.params.seed,
+    thresholds=snakemake.params.diagnostics,
+    outputs=snakemake.output,
+)

@@ -1,0 +1,119 @@
+"""CmdStan discovery, versions and compilation (the one place that knows where CmdStan lives)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gmmpipe.errors import CmdStanNotFoundError
+from gmmpipe.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "CmdStan was not found. Install it with conda (`conda env create -f environment.yml`, which "
+    "brings conda-forge's cmdstan and sets CMDSTAN), or with `python -m cmdstanpy.install_cmdstan` "
+    "(installs into ~/.cmdstan), or point the CMDSTAN environment variable at an existing CmdStan "
+    "directory."
+)
+
+
+def find_cmdstan() -> Path:
+    """Return the CmdStan directory: ``$CMDSTAN``, else the newest ``~/.cmdstan/cmdstan-*``.
+
+    Raises
+    ------
+    CmdStanNotFoundError
+        With one message saying how to install CmdStan.
+    """
+    from cmdstanpy.utils import cmdstan_path
+
+    env = os.environ.get("CMDSTAN", "")
+    if env and not Path(env, "makefile").is_file():
+        raise CmdStanNotFoundError(f"CMDSTAN={env!r} is not a CmdStan directory. {INSTALL_HINT}")
+    try:
+        path = Path(cmdstan_path())
+    except (ValueError, OSError):
+        raise CmdStanNotFoundError(INSTALL_HINT) from None
+    if not (path / "bin" / "stanc").exists() and not (path / "bin" / "stanc.exe").exists():
+        raise CmdStanNotFoundError(
+            f"{path} has no bin/stanc; it is not a built CmdStan. {INSTALL_HINT}"
+        )
+    return path
+
+
+def cmdstan_available() -> bool:
+    """True when :func:`find_cmdstan` finds an installation."""
+    try:
+        find_cmdstan()
+    except CmdStanNotFoundError:
+        return False
+    return True
+
+
+def cmdstan_versions(path: Path | None = None) -> dict[str, str]:
+    """CmdStan and stanc versions of an installation, for provenance."""
+    path = path or find_cmdstan()
+    makefile = (path / "makefile").read_text()
+    match = re.search(r"^CMDSTAN_VERSION\s*:?=\s*(\S+)", makefile, re.MULTILINE)
+    stanc = subprocess.run(
+        [str(path / "bin" / "stanc"), "--version"], capture_output=True, text=True, check=False
+    )
+    return {
+        "cmdstan": match.group(1) if match else "unknown",
+        "stanc": stanc.stdout.strip() or stanc.stderr.strip(),
+        "path": str(path),
+    }
+
+
+def compile_model(
+    stan_file: str | Path,
+    exe_file: str | Path,
+    *,
+    stan_threads: bool = True,
+    cpp_flags: str = "",
+) -> Path:
+    """Compile `stan_file` into the executable `exe_file` (built in a scratch directory).
+
+    The executable appears at `exe_file` only once compilation succeeded.
+    """
+    import cmdstanpy
+
+    cmdstanpy.set_cmdstan_path(str(find_cmdstan()))
+    stan_file, exe_file = Path(stan_file), Path(exe_file)
+    cpp_options: dict[str, Any] = {"STAN_THREADS": True} if stan_threads else {}
+    if cpp_flags:
+        cpp_options["CXXFLAGS"] = cpp_flags
+    exe_file.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=exe_file.parent, prefix=".build-") as build:
+        src = Path(build) / stan_file.name
+        shutil.copyfile(stan_file, src)
+        model = cmdstanpy.CmdStanModel(stan_file=src, cpp_options=cpp_options)
+        with atomic_path(exe_file) as tmp:
+            shutil.copy2(model.exe_file, tmp)
+    logger.info("compiled %s -> %s", stan_file, exe_file)
+    return exe_file
+
+
+def load_model(exe_file: str | Path, stan_file: str | Path | None = None) -> Any:
+    """A :class:`cmdstanpy.CmdStanModel` for an executable built by :func:`compile_model`."""
+    import cmdstanpy
+
+    cmdstanpy.set_cmdstan_path(str(find_cmdstan()))
+    return cmdstanpy.CmdStanModel(exe_file=str(exe_file), stan_file=stan_file and str(stan_file))
+
+
+def compile_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The compile settings of a validated config."""
+    compile_cfg = config.get("compile", {})
+    return {
+        "stan_threads": bool(compile_cfg.get("stan_threads", True)),
+        "cpp_flags": str(compile_cfg.get("cpp_flags", "")),
+    }

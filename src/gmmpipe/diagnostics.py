@@ -1,0 +1,111 @@
+"""The diagnostics gate: R-hat, ESS, divergences, tree depth and E-BFMI for NUTS; Pareto k-hat
+and convergence for ADVI and Pathfinder; convergence for optimization."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gmmpipe.vi import advi_converged, pareto_khat
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+if TYPE_CHECKING:
+    from gmmpipe.fit import Draws
+
+
+def _check(name: str, value: float, threshold: float, passed: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "value": float(value),
+        "threshold": float(threshold),
+        "passed": bool(passed),
+    }
+
+
+def nuts_checks(draws: Draws, thresholds: Mapping[str, Any], max_treedepth: int) -> list[dict]:
+    """R-hat, bulk/tail ESS of every parameter, divergences, tree-depth hits and E-BFMI."""
+    posterior = {"mu": draws.mu, "theta": draws.theta}
+    rhat = max(float(np.nanmax(az.rhat(v).to_array())) for v in _datasets(posterior))
+    ess_bulk = min(
+        float(np.nanmin(az.ess(v, method="bulk").to_array())) for v in _datasets(posterior)
+    )
+    ess_tail = min(
+        float(np.nanmin(az.ess(v, method="tail").to_array())) for v in _datasets(posterior)
+    )
+    divergences = int(draws.stats["diverging"].sum())
+    treedepth_frac = float((draws.stats["tree_depth"] >= max_treedepth).mean())
+    ebfmi = float(np.min(az.bfmi(draws.stats["energy"])))
+    return [
+        _check("r_hat_max", rhat, thresholds["rhat_max"], rhat <= thresholds["rhat_max"]),
+        _check(
+            "ess_bulk_min",
+            ess_bulk,
+            thresholds["ess_bulk_min"],
+            ess_bulk >= thresholds["ess_bulk_min"],
+        ),
+        _check(
+            "ess_tail_min",
+            ess_tail,
+            thresholds["ess_tail_min"],
+            ess_tail >= thresholds["ess_tail_min"],
+        ),
+        _check(
+            "divergences",
+            divergences,
+            thresholds["max_divergences"],
+            divergences <= thresholds["max_divergences"],
+        ),
+        _check(
+            "max_treedepth_frac",
+            treedepth_frac,
+            thresholds["max_treedepth_frac"],
+            treedepth_frac <= thresholds["max_treedepth_frac"],
+        ),
+        _check("ebfmi_min", ebfmi, thresholds["ebfmi_min"], ebfmi >= thresholds["ebfmi_min"]),
+    ]
+
+
+def _datasets(posterior: Mapping[str, np.ndarray]) -> list[Any]:
+    """One xarray Dataset per variable, with (chain, draw) leading dims."""
+    return [az.convert_to_dataset({name: value}) for name, value in posterior.items()]
+
+
+def khat_check(log_ratios: np.ndarray, thresholds: Mapping[str, Any]) -> dict[str, Any]:
+    """PSIS k-hat of an approximation's importance ratios against the k-hat threshold."""
+    khat = pareto_khat(log_ratios)
+    return _check("pareto_khat", khat, thresholds["khat_max"], khat <= thresholds["khat_max"])
+
+
+def check(
+    algorithm: str,
+    draws: Draws,
+    console: str,
+    thresholds: Mapping[str, Any],
+    method_spec: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Run the checks that apply to `algorithm`; returns ``{"passed", "checks", "failures"}``."""
+    if algorithm == "nuts":
+        checks = nuts_checks(draws, thresholds, method_spec["max_treedepth"])
+    elif algorithm == "advi":
+        converged = advi_converged(console)
+        checks = [
+            _check("converged", converged, 1, converged),
+            khat_check((draws.stats["log_p"] - draws.stats["log_g"]).ravel(), thresholds),
+        ]
+    elif algorithm == "pathfinder":
+        checks = [khat_check((draws.stats["lp"] - draws.stats["lp_approx"]).ravel(), thresholds)]
+    else:
+        converged = "Optimization terminated normally" in console
+        checks = [_check("converged", converged, 1, converged)]
+    failures = [
+        f"{c['name']} = {c['value']:.4g} (threshold {c['threshold']:.4g})"
+        for c in checks
+        if not c["passed"]
+    ]
+    return {"algorithm": algorithm, "passed": not failures, "checks": checks, "failures": failures}

@@ -1,0 +1,291 @@
+"""Run one CmdStan fit (MAP, NUTS, ADVI or Pathfinder) and turn it into the pipeline's outputs."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gmmpipe import diagnostics as diag
+from gmmpipe.data import Dataset, coordinate_names, stan_data
+from gmmpipe.errors import FitError
+from gmmpipe.io import atomic_path, write_json
+from gmmpipe.relabel import (
+    STRATEGY,
+    apply_permutations,
+    match_to_reference,
+    relabel_permutations,
+)
+from gmmpipe.summarize import summarize_fit
+from gmmpipe.vi import ELBO_COLUMNS, parse_elbo
+
+logger = logging.getLogger(__name__)
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+SAMPLE_STATS = {  # CmdStan column -> ArviZ name
+    "lp__": "lp",
+    "accept_stat__": "acceptance_rate",
+    "stepsize__": "step_size",
+    "treedepth__": "tree_depth",
+    "n_leapfrog__": "n_steps",
+    "divergent__": "diverging",
+    "energy__": "energy",
+    "log_p__": "log_p",
+    "log_g__": "log_g",
+    "lp_approx__": "lp_approx",
+}
+
+
+@dataclass
+class Draws:
+    """Parameter draws (chains x draws x ...) and per-draw statistics of one fit."""
+
+    mu: np.ndarray  # (chain, draw, K, D)
+    theta: np.ndarray  # (chain, draw, K)
+    stats: dict[str, np.ndarray] = field(default_factory=dict)  # (chain, draw)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _run_optimize(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path) -> Any:
+    return model.optimize(
+        data=data,
+        seed=seed,
+        output_dir=out,
+        algorithm=spec["optimizer"],
+        iter=spec["iter"],
+        jacobian=spec["jacobian"],
+        require_converged=False,
+    )
+
+
+def _run_nuts(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path) -> Any:
+    return model.sample(
+        data=data,
+        seed=seed,
+        output_dir=out,
+        chains=spec["chains"],
+        parallel_chains=spec["parallel_chains"],
+        threads_per_chain=spec["threads_per_chain"],
+        iter_warmup=spec["iter_warmup"],
+        iter_sampling=spec["iter_sampling"],
+        adapt_delta=spec["adapt_delta"],
+        max_treedepth=spec["max_treedepth"],
+        show_progress=False,
+    )
+
+
+def _run_advi(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path) -> Any:
+    return model.variational(
+        data=data,
+        seed=seed,
+        output_dir=out,
+        algorithm=spec["variational"],
+        iter=spec["iter"],
+        grad_samples=spec["grad_samples"],
+        elbo_samples=spec["elbo_samples"],
+        eta=spec["eta"],
+        adapt_engaged=spec["eta"] is None,
+        adapt_iter=spec["adapt_iter"],
+        tol_rel_obj=spec["tol_rel_obj"],
+        eval_elbo=spec["eval_elbo"],
+        draws=spec["output_samples"],
+        require_converged=False,
+    )
+
+
+def _run_pathfinder(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path) -> Any:
+    return model.pathfinder(
+        data=data,
+        seed=seed,
+        output_dir=out,
+        num_paths=spec["num_paths"],
+        draws=spec["draws"],
+        max_lbfgs_iters=spec["max_lbfgs_iters"],
+    )
+
+
+RUNNERS: dict[str, Callable[..., Any]] = {
+    "optimize": _run_optimize,
+    "nuts": _run_nuts,
+    "advi": _run_advi,
+    "pathfinder": _run_pathfinder,
+}
+
+
+def read_draws(csv_files: list[Path], algorithm: str, k: int, d: int) -> Draws:
+    """Read CmdStan output CSVs into :class:`Draws` (works without CmdStan, e.g. on fixtures).
+
+    For ADVI the first row (the variational mean) is kept apart in ``extra["mean"]``.
+    """
+    frames = [pd.read_csv(f, comment="#") for f in sorted(csv_files)]
+    extra: dict[str, Any] = {}
+    if algorithm == "advi":
+        (frame,) = frames
+        mean_row = frame.iloc[0]
+        extra["mean"] = {
+            "mu": _columns(frame.iloc[[0]], "mu", (k, d))[0].tolist(),
+            "theta": _columns(frame.iloc[[0]], "theta", (k,))[0].tolist(),
+        }
+        extra["mean_lp"] = float(mean_row.get("lp__", np.nan))
+        frames = [frame.iloc[1:]]
+    n_draws = min(len(f) for f in frames)
+    frames = [f.iloc[:n_draws] for f in frames]
+    mu = np.stack([_columns(f, "mu", (k, d)) for f in frames])
+    theta = np.stack([_columns(f, "theta", (k,)) for f in frames])
+    stats = {
+        name: np.stack([f[col].to_numpy(dtype=float) for f in frames])
+        for col, name in SAMPLE_STATS.items()
+        if col in frames[0].columns
+    }
+    return Draws(mu=mu, theta=theta, stats=stats, extra=extra)
+
+
+def _columns(frame: pd.DataFrame, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Columns ``name.i.j`` of a CmdStan CSV as an array (rows, *shape), in row-major order."""
+    indices = np.ndindex(*shape)
+    cols = [".".join([name, *(str(i + 1) for i in idx)]) for idx in indices]
+    return frame[cols].to_numpy(dtype=float).reshape((len(frame), *shape))
+
+
+def relabel(draws: Draws) -> Draws:
+    """Put every draw in one common labelling (see :mod:`gmmpipe.relabel`)."""
+    chains, n, k, d = draws.mu.shape
+    lp_name = "lp" if "lp" in draws.stats else None
+    lp = draws.stats[lp_name].reshape(-1) if lp_name else None
+    if lp is not None and np.all(lp == 0):  # ADVI writes lp__ = 0
+        lp = draws.stats.get("log_p", np.zeros((chains, n))).reshape(-1)
+    perms = relabel_permutations(draws.mu.reshape(-1, k, d), draws.theta.reshape(-1, k), lp)
+    mu = apply_permutations(draws.mu.reshape(-1, k, d), perms).reshape(draws.mu.shape)
+    theta = apply_permutations(draws.theta.reshape(-1, k), perms).reshape(draws.theta.shape)
+    extra = dict(draws.extra)
+    extra["relabelled_draws"] = int((perms != np.arange(k)).any(axis=1).sum())
+    if "mean" in extra:
+        extra["mean"] = _relabel_point(extra["mean"], mu)
+    return Draws(mu=mu, theta=theta, stats=draws.stats, extra=extra)
+
+
+def _relabel_point(point: Mapping[str, Any], mu: np.ndarray) -> dict:
+    """Relabel a point estimate (the ADVI mean) to match the relabelled draws."""
+    k, d = mu.shape[-2:]
+    reference = mu.reshape(-1, k, d).mean(axis=0)
+    (perm,) = match_to_reference(np.asarray(point["mu"])[None], reference)
+    return {
+        "mu": np.asarray(point["mu"])[perm].tolist(),
+        "theta": np.asarray(point["theta"])[perm].tolist(),
+    }
+
+
+def to_inference_data(draws: Draws, *, attrs: Mapping[str, Any]) -> az.InferenceData:
+    """An InferenceData with named dims: mu (component, dim), theta (component)."""
+    k, d = draws.mu.shape[-2:]
+    coords = {"component": np.arange(1, k + 1), "dim": coordinate_names(d)}
+    idata = az.from_dict(
+        posterior={"mu": draws.mu, "theta": draws.theta},
+        sample_stats=draws.stats or None,
+        coords=coords,
+        dims={"mu": ["component", "dim"], "theta": ["component"]},
+        attrs={str(key): _attr(value) for key, value in attrs.items()},
+    )
+    return idata
+
+
+def _attr(value: Any) -> Any:
+    """netCDF attributes must be numbers or strings."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, float, str, np.number)):
+        return value
+    return str(value)
+
+
+def fit_dataset(
+    exe_file: str | Path,
+    dataset: Dataset,
+    *,
+    dataset_spec: Mapping[str, Any],
+    method_spec: Mapping[str, Any],
+    seed: int,
+    thresholds: Mapping[str, Any],
+    outputs: Mapping[str, str | Path],
+) -> dict[str, Any]:
+    """Fit `dataset` with one method and write all of the fit's outputs.
+
+    `outputs` maps ``posterior``, ``summary``, ``diagnostics``, ``fit``, ``cmdstan`` (a
+    directory for CmdStan's CSVs and console output) and, for ADVI, ``elbo`` to paths.
+    Nothing is written unless CmdStan ran; with ``strict`` a failed diagnostics gate raises
+    :class:`FitError` and writes nothing either.
+    """
+    from gmmpipe.cmdstan import cmdstan_versions, load_model
+
+    algorithm = method_spec["algorithm"]
+    model_spec = dataset_spec["model"]
+    k, d = int(model_spec["K"]), dataset.d
+    model = load_model(exe_file)
+    cmdstan_dir = Path(outputs["cmdstan"])
+    with atomic_path(cmdstan_dir) as scratch:
+        scratch.mkdir()
+        start = time.perf_counter()
+        try:
+            result = RUNNERS[algorithm](
+                model, stan_data(dataset, model_spec), method_spec, seed, scratch
+            )
+        except RuntimeError as err:
+            raise FitError(f"CmdStan {algorithm} failed: {err}") from err
+        wall_time = time.perf_counter() - start
+        csv_files = [Path(f) for f in result.runset.csv_files]
+        console = "\n".join(
+            Path(f).read_text() for f in result.runset.stdout_files if Path(f).exists()
+        )
+        draws = relabel(read_draws(csv_files, algorithm, k, d))
+        report = diag.check(algorithm, draws, console, thresholds, method_spec)
+        if method_spec.get("strict") and not report["passed"]:
+            raise FitError(f"{algorithm} diagnostics failed: {'; '.join(report['failures'])}")
+        for f in scratch.iterdir():  # keep the CSVs' names stable across reruns
+            f.rename(scratch / _stable_name(f.name, model.name))
+    info = {
+        "algorithm": algorithm,
+        "settings": dict(method_spec),
+        "seed": seed,
+        "wall_time_s": wall_time,
+        "labelling": STRATEGY if k > 1 else "single component",
+        "relabelled_draws": draws.extra.get("relabelled_draws", 0),
+        "n": dataset.n,
+        "d": d,
+        "k": k,
+        "cmdstan": cmdstan_versions(),
+        **({"variational_mean": draws.extra["mean"]} if "mean" in draws.extra else {}),
+    }
+    idata = to_inference_data(
+        draws, attrs={k_: info[k_] for k_ in ("algorithm", "seed", "labelling")}
+    )
+    summary = summarize_fit(idata, algorithm)
+    with atomic_path(outputs["posterior"]) as tmp:
+        idata.to_netcdf(tmp)
+    with atomic_path(outputs["summary"]) as tmp:
+        summary.to_csv(tmp)
+    if "elbo" in outputs:
+        elbo = parse_elbo(console) if algorithm == "advi" else pd.DataFrame(columns=ELBO_COLUMNS)
+        with atomic_path(outputs["elbo"]) as tmp:
+            elbo.to_csv(tmp, index=False)
+    write_json(outputs["diagnostics"], report)
+    write_json(outputs["fit"], info)
+    if not report["passed"]:
+        logger.warning("%s diagnostics failed: %s", algorithm, "; ".join(report["failures"]))
+    return info
+
+
+def _stable_name(name: str, model_name: str) -> str:
+    """Drop cmdstanpy's timestamp from an output file name: gmm-2024..-1.csv -> gmm-1.csv."""
+    stem, _, rest = name.partition("-")
+    parts = rest.split("-", 1)
+    return f"{model_name}-{parts[1]}" if stem == model_name and len(parts) == 2 else name

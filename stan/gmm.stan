@@ -1,0 +1,58 @@
+// Gaussian mixture with known identity covariance; the component assignments z_n are
+// marginalized out:
+//   p(y_n | mu, theta) = sum_k theta_k normal(y_n | mu_k, I),
+//   log p(y_n | mu, theta) = log_sum_exp_k (log theta_k + normal_lpdf(y_n | mu_k, I)).
+functions {
+  real partial_log_lik(array[] int slice, int start, int end, matrix y, vector a, matrix beta) {
+    return -categorical_logit_glm_lpmf(1 | y[start:end], a, beta);
+  }
+}
+data {
+  int<lower=1> N;
+  int<lower=1> D;
+  int<lower=1> K;
+  matrix[N, D] y;
+  real<lower=0> mu_sd;
+  real<lower=0> alpha;
+  int<lower=0> grainsize; // 0: no reduce_sum
+  int<lower=0, upper=1> membership; // 1: write per-point log_lik and membership probabilities
+}
+transformed data {
+  row_vector[D] y_sum = rep_row_vector(1, N) * y;
+  array[N] int n_idx = linspaced_int_array(N, 1, N);
+}
+parameters {
+  matrix[K, D] mu; // row k: mean of component k
+  simplex[K] theta;
+}
+model {
+  // Up to a constant, log_sum_exp_k (log theta_k + normal_lpdf(y_n | mu_k, I))
+  //   = log_sum_exp_k eta[n, k],  eta[n, k] = a[k] + y_n mu_k',  a[k] = log theta_k - |mu_k|^2 / 2.
+  // With component 1 as the reference category,
+  //   log_sum_exp_k eta[n, k] = eta[n, 1] - categorical_logit_glm_lpmf(1 | y_n, a, mu'),
+  // so the sum over n is one GLM term (analytic gradients) plus N a[1] + y_sum mu_1'.
+  vector[K] a = log(theta) - 0.5 * rows_dot_self(mu);
+  to_vector(mu) ~ normal(0, mu_sd);
+  theta ~ dirichlet(rep_vector(alpha, K));
+  target += N * a[1] + y_sum * mu[1]';
+  if (grainsize == 0) {
+    target += -categorical_logit_glm_lpmf(1 | y, a, mu');
+  } else {
+    target += reduce_sum(partial_log_lik, n_idx, grainsize, y, a, mu');
+  }
+}
+generated quantities {
+  vector[membership ? N : 0] log_lik;
+  array[membership ? N : 0] simplex[K] p_z; // posterior membership probabilities
+  if (membership) {
+    vector[K] log_theta = log(theta);
+    for (n in 1:N) {
+      vector[K] lp;
+      for (k in 1:K) {
+        lp[k] = log_theta[k] + normal_lpdf(y[n] | mu[k], 1);
+      }
+      log_lik[n] = log_sum_exp(lp);
+      p_z[n] = softmax(lp);
+    }
+  }
+}

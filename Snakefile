@@ -13,8 +13,6 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/fit.smk"
-include: "rules/summarize.smk"
-include: "rules/plot.smk"
 
 
 rule all:

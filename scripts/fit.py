@@ -13,5 +13,5 @@ fit_dataset(
     method_spec=snakemake.params.method,
     seed=snakemake.params.seed,
     thresholds=snakemake.params.diagnostics,
-    outputs=snakemake.output,
+    outputs=dict(snakemake.output.items()),
 )

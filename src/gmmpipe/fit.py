@@ -242,10 +242,9 @@ def fit_dataset(
         except RuntimeError as err:
             raise FitError(f"CmdStan {algorithm} failed: {err}") from err
         wall_time = time.perf_counter() - start
-        csv_files = [Path(f) for f in result.runset.csv_files]
-        console = "\n".join(
-            Path(f).read_text() for f in result.runset.stdout_files if Path(f).exists()
-        )
+        del result  # everything is read back from the files CmdStan wrote
+        csv_files = sorted(scratch.glob("*.csv"))
+        console = "\n".join(f.read_text() for f in sorted(scratch.glob("*stdout.txt")))
         draws = relabel(read_draws(csv_files, algorithm, k, d))
         report = diag.check(algorithm, draws, console, thresholds, method_spec)
         if method_spec.get("strict") and not report["passed"]:

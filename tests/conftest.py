@@ -49,3 +49,18 @@ def root() -> Path:
 def fixtures() -> Path:
     """Recorded CmdStan outputs and other test data."""
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def gmm_exe(request: pytest.FixtureRequest) -> Path:
+    """stan/gmm.stan compiled once, cached across runs by the program's hash (needs CmdStan)."""
+    import hashlib
+
+    from gmmpipe.cmdstan import compile_model, find_cmdstan
+
+    stan_file = ROOT / "stan" / "gmm.stan"
+    key = hashlib.sha256(stan_file.read_bytes() + str(find_cmdstan()).encode()).hexdigest()[:16]
+    exe = Path(request.config.cache.mkdir("gmm_exe")) / key / "gmm"
+    if not exe.exists():
+        compile_model(stan_file, exe)
+    return exe

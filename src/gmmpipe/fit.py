@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -194,8 +195,8 @@ def to_inference_data(draws: Draws, *, attrs: Mapping[str, Any]) -> az.Inference
         sample_stats=draws.stats or None,
         coords=coords,
         dims={"mu": ["component", "dim"], "theta": ["component"]},
-        attrs={str(key): _attr(value) for key, value in attrs.items()},
     )
+    idata.posterior.attrs.update({str(key): _attr(value) for key, value in attrs.items()})
     return idata
 
 
@@ -225,6 +226,8 @@ def fit_dataset(
     Nothing is written unless CmdStan ran; with ``strict`` a failed diagnostics gate raises
     :class:`FitError` and writes nothing either.
     """
+    from cmdstanpy import write_stan_json
+
     from gmmpipe.cmdstan import cmdstan_versions, load_model
 
     algorithm = method_spec["algorithm"]
@@ -234,14 +237,15 @@ def fit_dataset(
     cmdstan_dir = Path(outputs["cmdstan"])
     with atomic_path(cmdstan_dir) as scratch:
         scratch.mkdir()
+        data_file = scratch / "data.json"  # not cmdstanpy's /tmp, which a kill -9 leaves
+        write_stan_json(str(data_file), stan_data(dataset, model_spec))
         start = time.perf_counter()
         try:
-            result = RUNNERS[algorithm](
-                model, stan_data(dataset, model_spec), method_spec, seed, scratch
-            )
+            result = RUNNERS[algorithm](model, str(data_file), method_spec, seed, scratch)
         except RuntimeError as err:
             raise FitError(f"CmdStan {algorithm} failed: {err}") from err
         wall_time = time.perf_counter() - start
+        data_file.unlink()
         del result  # everything is read back from the files CmdStan wrote
         csv_files = sorted(scratch.glob("*.csv"))
         console = "\n".join(f.read_text() for f in sorted(scratch.glob("*stdout.txt")))
@@ -250,7 +254,7 @@ def fit_dataset(
         if method_spec.get("strict") and not report["passed"]:
             raise FitError(f"{algorithm} diagnostics failed: {'; '.join(report['failures'])}")
         for f in scratch.iterdir():  # keep the CSVs' names stable across reruns
-            f.rename(scratch / _stable_name(f.name, model.name))
+            f.rename(scratch / stable_name(f.name))
     info = {
         "algorithm": algorithm,
         "settings": dict(method_spec),
@@ -283,8 +287,6 @@ def fit_dataset(
     return info
 
 
-def _stable_name(name: str, model_name: str) -> str:
-    """Drop cmdstanpy's timestamp from an output file name: gmm-2024..-1.csv -> gmm-1.csv."""
-    stem, _, rest = name.partition("-")
-    parts = rest.split("-", 1)
-    return f"{model_name}-{parts[1]}" if stem == model_name and len(parts) == 2 else name
+def stable_name(name: str) -> str:
+    """Drop cmdstanpy's timestamp from a file name: gmm-20240101120000_1.csv -> gmm_1.csv."""
+    return re.sub(r"-\d{14}", "", name)

@@ -1,0 +1,136 @@
+"""Reading CmdStan output recorded from real runs of stan/gmm.stan (tests/fixtures/cmdstan)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gmmpipe.diagnostics import check
+from gmmpipe.fit import read_draws, relabel, stable_name, to_inference_data
+from gmmpipe.summarize import SUMMARY_COLUMNS, summarize_fit
+from gmmpipe.vi import advi_converged, parse_elbo
+
+THRESHOLDS = {
+    "rhat_max": 1.01,
+    "ess_bulk_min": 100,
+    "ess_tail_min": 100,
+    "max_divergences": 0,
+    "max_treedepth_frac": 0.0,
+    "ebfmi_min": 0.2,
+    "khat_max": 0.7,
+}
+SPEC = {"max_treedepth": 10}
+
+
+def _case(fixtures, name):
+    folder = fixtures / "cmdstan" / name
+    csvs = sorted(folder.glob("*.csv"))
+    console = "\n".join(f.read_text() for f in sorted(folder.glob("*stdout.txt")))
+    return csvs, console
+
+
+def test_parse_elbo_converged(fixtures):
+    _, console = _case(fixtures, "advi_meanfield")
+    elbo = parse_elbo(console)
+    assert list(elbo.columns) == ["iteration", "elbo", "delta_elbo_mean", "delta_elbo_med", "notes"]
+    assert len(elbo) >= 2
+    assert elbo["iteration"].is_monotonic_increasing
+    assert elbo["iteration"].iloc[0] == 100
+    assert np.isfinite(elbo["elbo"]).all()
+    assert elbo["notes"].iloc[-1].endswith("CONVERGED")
+    assert advi_converged(console)
+
+
+def test_parse_elbo_max_iterations(fixtures):
+    _, console = _case(fixtures, "advi_maxiter")
+    elbo = parse_elbo(console)
+    assert elbo["iteration"].tolist() == [100, 200, 300]
+    assert elbo["elbo"].tolist() == [52.195, 52.479, 52.285]
+    assert elbo["delta_elbo_mean"].tolist() == [1.0, 0.503, 0.005]
+    assert not advi_converged(console)
+
+
+def test_parse_elbo_without_table():
+    assert parse_elbo("no ADVI here\n").empty
+    assert not advi_converged("")
+
+
+@pytest.mark.parametrize(
+    "name,chains,draws",
+    [("nuts", 4, 100), ("advi_meanfield", 1, 200), ("pathfinder", 1, 200), ("optimize", 1, 1)],
+)
+def test_read_draws_shapes(fixtures, name, chains, draws):
+    algorithm = {"advi_meanfield": "advi"}.get(name, name)
+    csvs, _ = _case(fixtures, name)
+    out = read_draws(csvs, algorithm, k=2, d=2)
+    assert out.mu.shape == (chains, draws, 2, 2)
+    assert out.theta.shape == (chains, draws, 2)
+    np.testing.assert_allclose(out.theta.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_advi_mean_row_is_kept_apart(fixtures):
+    csvs, _ = _case(fixtures, "advi_meanfield")
+    out = read_draws(csvs, "advi", k=2, d=2)
+    frame = pd.read_csv(csvs[0], comment="#")
+    mean_row = frame.iloc[0]
+    assert out.extra["mean"]["theta"] == [mean_row["theta.1"], mean_row["theta.2"]]
+    assert out.extra["mean"]["mu"] == [
+        [mean_row["mu.1.1"], mean_row["mu.1.2"]],
+        [mean_row["mu.2.1"], mean_row["mu.2.2"]],
+    ]
+    assert out.mu.shape[1] == len(frame) - 1
+    np.testing.assert_array_equal(out.theta[0, 0], frame[["theta.1", "theta.2"]].iloc[1])
+    assert {"log_p", "log_g"} <= set(out.stats)
+
+
+def test_nuts_fixture_relabelled_and_gated(fixtures):
+    csvs, console = _case(fixtures, "nuts")
+    raw = read_draws(csvs, "nuts", k=2, d=2)
+    # the recorded chains disagree on the labelling before relabelling
+    chain_means = raw.theta.mean(axis=1)[:, 0]
+    assert chain_means.min() < 0.5 < chain_means.max()
+    draws = relabel(raw)
+    assert draws.extra["relabelled_draws"] > 0
+    assert (draws.theta.mean(axis=1)[:, 0] > 0.5).all()
+    report = check("nuts", draws, console, THRESHOLDS, SPEC)
+    by_name = {c["name"]: c for c in report["checks"]}
+    assert by_name["r_hat_max"]["value"] < 1.05
+    assert by_name["divergences"]["value"] == 0
+    idata = to_inference_data(draws, attrs={"algorithm": "nuts"})
+    table = summarize_fit(idata, "nuts")
+    assert list(table.columns) == SUMMARY_COLUMNS
+    assert table.loc["theta[1]", "mean"] > 0.8
+    assert table.loc["mu[1, x1]", "mean"] == pytest.approx(0.81, abs=0.06)
+
+
+def test_unrelabelled_chains_fail_the_gate(fixtures):
+    csvs, console = _case(fixtures, "nuts")
+    report = check("nuts", read_draws(csvs, "nuts", k=2, d=2), console, THRESHOLDS, SPEC)
+    assert not report["passed"]
+    assert any(f.startswith("r_hat_max") for f in report["failures"])
+
+
+def test_advi_and_pathfinder_gates(fixtures):
+    csvs, console = _case(fixtures, "advi_maxiter")
+    report = check("advi", read_draws(csvs, "advi", k=2, d=2), console, THRESHOLDS, {})
+    assert not report["passed"]
+    assert any(f.startswith("converged") for f in report["failures"])
+    csvs, console = _case(fixtures, "pathfinder")
+    report = check("pathfinder", read_draws(csvs, "pathfinder", k=2, d=2), console, THRESHOLDS, {})
+    assert [c["name"] for c in report["checks"]] == ["pareto_khat"]
+    assert np.isfinite(report["checks"][0]["value"])
+
+
+def test_optimize_gate_and_point_summary(fixtures):
+    csvs, console = _case(fixtures, "optimize")
+    draws = read_draws(csvs, "optimize", k=2, d=2)
+    assert check("optimize", draws, console, THRESHOLDS, {})["passed"]
+    table = summarize_fit(to_inference_data(relabel(draws), attrs={}), "optimize")
+    assert table["sd"].isna().all()
+    assert table.loc["theta[1]", "mean"] == pytest.approx(0.8716, abs=1e-3)
+
+
+def test_stable_name():
+    assert stable_name("gmm-20261125235734_1.csv") == "gmm_1.csv"
+    assert stable_name("gmm-20261125235734_0-stdout.txt") == "gmm_0-stdout.txt"

@@ -1,26 +1,69 @@
-// Gaussian mixture with known identity covariance; the component assignments z_n are
+// Gaussian mixture with K components in D dimensions; the component assignments z_n are
 // marginalized out:
-//   log p(y_n | mu, theta) = log_sum_exp_k (log theta_k + normal_lpdf(y_n | mu_k, I)).
-// Up to a constant this is log_sum_exp_k eta[n, k] with
-//   eta[n, k] = a[k] + y_n mu_k',  a[k] = log theta_k - mu_k mu_k' / 2,
+//   log p(y_n | mu, Sigma, theta) = log_sum_exp_k (log theta_k + log N(y_n | mu_k, Sigma_k)).
+// Covariances: 0 identity (the seed's model), 1 diagonal, Sigma_k = diag(sigma_k)^2,
+// 2 full, Sigma_k = diag(sigma_k) Omega_k diag(sigma_k) with Omega_k = L_Omega_k L_Omega_k'.
+//
+// log N(y | mu_k, Sigma_k) is linear in features x(y) of the observation, up to a constant:
+//   identity: x = y,                 beta_k = mu_k
+//   diagonal: x = [y, y .* y],       beta_k = [mu_k ./ sigma_k^2, -0.5 ./ sigma_k^2]
+//   full:     x = [y, y_i y_j (i <= j)], beta_k = [Lambda_k mu_k, -Lambda_k,ii / 2, -Lambda_k,ij]
+// with Lambda_k the precision matrix. So log_sum_exp_k eta[n, k] with
+//   eta[n, k] = a[k] + x_n beta_k',  a[k] = log theta_k + c_k,
 // and, taking component 1 as the reference,
-//   sum_n log_sum_exp_k eta[n, k] = N a[1] + (sum_n y_n) mu_1' + sum_n lse_excess_n,
+//   sum_n log_sum_exp_k eta[n, k] = N a[1] + (sum_n x_n) beta_1' + sum_n lse_excess_n,
 //   lse_excess_n = log_sum_exp_k eta[n, k] - eta[n, 1].
 // The excess is a categorical-logit GLM term (a Bernoulli-logit one for K = 2), which
 // Stan evaluates with analytic gradients: one autodiff node for all N observations.
 functions {
-  real lse_excess(matrix y, vector a, matrix mu) {
-    if (rows(mu) == 1) {
+  real lse_excess(matrix x, vector a, matrix beta) {
+    if (rows(beta) == 1) {
       return 0;
     }
-    if (rows(mu) == 2) {
-      return -bernoulli_logit_glm_lpmf(0 | y, a[2] - a[1], (mu[2] - mu[1])');
+    if (rows(beta) == 2) {
+      return -bernoulli_logit_glm_lpmf(0 | x, a[2] - a[1], (beta[2] - beta[1])');
     }
-    return -categorical_logit_glm_lpmf(1 | y, a, mu');
+    return -categorical_logit_glm_lpmf(1 | x, a, beta');
   }
-  real partial_lse_excess(array[] int slice, int start, int end, matrix y,
-                          vector a, matrix mu) {
-    return lse_excess(y[start : end], a, mu);
+  real partial_lse_excess(array[] int slice, int start, int end, matrix x,
+                          vector a, matrix beta) {
+    return lse_excess(x[start : end], a, beta);
+  }
+  // Row k: [c_k, beta_k] with log N(y | mu_k, Sigma_k) = c_k + x(y) beta_k' - D log(2 pi) / 2.
+  matrix gaussian_coefficients(matrix mu, matrix sigma,
+                               array[] matrix L_Omega, int covariance) {
+    int K = rows(mu);
+    int D = cols(mu);
+    if (covariance == 0) {
+      return append_col(-0.5 * rows_dot_self(mu), mu);
+    }
+    if (covariance == 1) {
+      matrix[K, D] lambda = inv_square(sigma);
+      vector[K] c = -log(sigma) * rep_vector(1, D)
+                    - 0.5 * rows_dot_product(lambda, square(mu));
+      return append_col(append_col(c, mu .* lambda), -0.5 * lambda);
+    }
+    matrix[K, 1 + D + (D * (D + 1)) %/% 2] coef;
+    for (k in 1 : K) {
+      matrix[D, D] L_inv = mdivide_left_tri_low(diag_pre_multiply(sigma[k],
+                                                                  L_Omega[k]),
+                                                identity_matrix(D));
+      vector[D] w = L_inv * mu[k]';
+      matrix[D, D] Lambda = crossprod(L_inv);
+      int p = D + 1;
+      coef[k, 1] = -sum(log(sigma[k])) - sum(log(diagonal(L_Omega[k])))
+                   - 0.5 * dot_self(w);
+      coef[k, 2 : (D + 1)] = (L_inv' * w)';
+      for (i in 1 : D) {
+        coef[k, p + 1] = -0.5 * Lambda[i, i];
+        p += 1;
+        for (j in (i + 1) : D) {
+          coef[k, p + 1] = -Lambda[i, j];
+          p += 1;
+        }
+      }
+    }
+    return coef;
   }
 }
 data {
@@ -28,42 +71,79 @@ data {
   int<lower=1> D;
   int<lower=1> K;
   matrix[N, D] y;
+  int<lower=0, upper=2> covariance; // 0 identity, 1 diagonal, 2 full
+  int<lower=0, upper=1> order_means; // 1: mu[1, 1] < ... < mu[K, 1]
   real<lower=0> mu_sd;
   real<lower=0> alpha;
+  int<lower=0, upper=1> sigma_prior; // 0: lognormal, 1: normal truncated at 0
+  real sigma_location;
+  real<lower=0> sigma_scale;
+  real<lower=0> lkj_eta;
   int<lower=0> grainsize; // 0: evaluate the likelihood without reduce_sum
   int<lower=0, upper=1> membership; // 1: per-point log_lik and membership probabilities
 }
 transformed data {
-  row_vector[D] y_sum = rep_row_vector(1, N) * y;
+  int P = covariance == 0 ? D
+          : (covariance == 1 ? 2 * D : D + (D * (D + 1)) %/% 2);
+  matrix[N, P] x; // features: log N(y_n | mu_k, Sigma_k) is linear in x_n
+  x[ : , 1 : D] = y;
+  if (covariance == 1) {
+    x[ : , (D + 1) : P] = square(y);
+  } else if (covariance == 2) {
+    int p = D;
+    for (i in 1 : D) {
+      for (j in i : D) {
+        p += 1;
+        x[ : , p] = y[ : , i] .* y[ : , j];
+      }
+    }
+  }
+  row_vector[P] x_sum = rep_row_vector(1, N) * x;
   array[N] int n_idx = linspaced_int_array(N, 1, N);
 }
 parameters {
-  matrix[K, D] mu; // row k: mean of component k
+  ordered[order_means ? K : 0] mu_first; // first coordinates of the means, when ordered
+  matrix[K, D - order_means] mu_free; // the other coordinates (all when not ordered)
   simplex[K] theta;
+  matrix<lower=0>[covariance > 0 ? K : 0, D] sigma; // row k: scales of component k
+  array[covariance == 2 ? K : 0] cholesky_factor_corr[D] L_Omega;
+}
+transformed parameters {
+  matrix[K, D] mu = order_means ? append_col(mu_first, mu_free) : mu_free; // row k: mean k
 }
 model {
-  vector[K] a = log(theta) - 0.5 * rows_dot_self(mu);
+  matrix[K, 1 + P] coef = gaussian_coefficients(mu, sigma, L_Omega,
+                                                covariance);
+  vector[K] a = log(theta) + coef[ : , 1];
+  matrix[K, P] beta = coef[ : , 2 : (1 + P)];
   to_vector(mu) ~ normal(0, mu_sd);
   theta ~ dirichlet(rep_vector(alpha, K));
-  target += N * a[1] + y_sum * mu[1]';
-  if (grainsize == 0) {
-    target += lse_excess(y, a, mu);
+  if (sigma_prior == 0) {
+    to_vector(sigma) ~ lognormal(sigma_location, sigma_scale);
   } else {
-    target += reduce_sum(partial_lse_excess, n_idx, grainsize, y, a, mu);
+    to_vector(sigma) ~ normal(sigma_location, sigma_scale);
+  }
+  for (k in 1 : size(L_Omega)) {
+    L_Omega[k] ~ lkj_corr_cholesky(lkj_eta);
+  }
+  target += N * a[1] + x_sum * beta[1]';
+  if (grainsize == 0) {
+    target += lse_excess(x, a, beta);
+  } else {
+    target += reduce_sum(partial_lse_excess, n_idx, grainsize, x, a, beta);
   }
 }
 generated quantities {
   vector[membership ? N : 0] log_lik;
   array[membership ? N : 0] simplex[K] p_z; // posterior membership probabilities
   if (membership) {
-    vector[K] log_theta = log(theta);
+    matrix[K, 1 + P] coef = gaussian_coefficients(mu, sigma, L_Omega,
+                                                  covariance);
+    matrix[N, K] eta = x * coef[ : , 2 : (1 + P)]'
+                       + rep_matrix((log(theta) + coef[ : , 1])', N);
     for (n in 1 : N) {
-      vector[K] lp;
-      for (k in 1 : K) {
-        lp[k] = log_theta[k] + normal_lpdf(y[n] | mu[k], 1);
-      }
-      log_lik[n] = log_sum_exp(lp);
-      p_z[n] = softmax(lp);
+      log_lik[n] = log_sum_exp(eta[n]) - 0.5 * D * log(2 * pi());
+      p_z[n] = softmax(eta[n]');
     }
   }
 }

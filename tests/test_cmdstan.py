@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from scipy.special import gammaln, logsumexp
-from scipy.stats import norm
+from scipy.stats import lognorm, multivariate_normal, norm
 
 from gmmpipe.cmdstan import cmdstan_versions, find_cmdstan, load_model
 from gmmpipe.config import derived_seed, validate_config
@@ -43,39 +43,110 @@ def config():
     return validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
 
 
-def _reference_log_density(y, mu, theta, mu_sd, alpha):
+def _reference_log_density(y, params, model):
     """The model written the plain way: per-observation log_sum_exp, full normalizing constants."""
-    k = len(theta)
-    comp = np.stack([norm.logpdf(y, mu[j], 1).sum(axis=1) for j in range(k)], axis=1)
-    log_lik = logsumexp(comp + np.log(theta), axis=1).sum()
-    prior_mu = norm.logpdf(mu, 0, mu_sd).sum()
-    prior_theta = (
-        gammaln(alpha * k) - k * gammaln(alpha) + ((alpha - 1) * np.log(theta)).sum()
-        if k > 1
-        else 0.0
+    mu, theta = params["mu"], params["theta"]
+    k, d = mu.shape
+    cov = _covariances(params, k, d)
+    comp = np.stack(
+        [multivariate_normal.logpdf(y, mu[j], cov[j]).reshape(len(y)) for j in range(k)], axis=1
     )
-    return log_lik + prior_mu + prior_theta
+    log_lik = logsumexp(comp + np.log(theta), axis=1).sum()
+    prior = norm.logpdf(mu, 0, model["mu_sd"]).sum()
+    alpha = model["alpha"]
+    if k > 1:
+        prior += gammaln(alpha * k) - k * gammaln(alpha) + ((alpha - 1) * np.log(theta)).sum()
+    if "sigma" in params:
+        loc, scale = model["sigma_location"], model["sigma_scale"]
+        if model["sigma_prior"] == "lognormal":
+            prior += lognorm.logpdf(params["sigma"], s=scale, scale=np.exp(loc)).sum()
+        else:
+            prior += norm.logpdf(params["sigma"], loc, scale).sum()
+    if "L_Omega" in params:  # lkj_corr_cholesky: sum_i (D - i + 2 eta - 2) log L_ii, i >= 2
+        powers = d - np.arange(2, d + 1) + 2 * model["lkj_eta"] - 2
+        diag = np.log(np.diagonal(params["L_Omega"], axis1=1, axis2=2))[:, 1:]
+        prior += (powers * diag).sum()
+    return log_lik + prior
+
+
+def _covariances(params, k, d):
+    """Sigma_k from the parameters (identity when neither sigma nor L_Omega is given)."""
+    if "sigma" not in params:
+        return np.tile(np.eye(d), (k, 1, 1))
+    chol = params.get("L_Omega", np.tile(np.eye(d), (k, 1, 1)))
+    factor = params["sigma"][:, :, None] * chol
+    return factor @ np.swapaxes(factor, 1, 2)
+
+
+def _random_parameters(rng, k, d, covariance, ordered):
+    """Parameters of stan/gmm.stan (constrained values) and the same with `mu` assembled."""
+    mu = rng.normal(size=(k, d))
+    if ordered:
+        mu[:, 0] = np.sort(mu[:, 0])
+    params = {"mu": mu, "theta": rng.dirichlet(np.ones(k))}
+    if covariance != "identity":
+        params["sigma"] = rng.lognormal(0, 0.4, size=(k, d))
+    if covariance == "full":
+        chol = []
+        for _ in range(k):
+            a = rng.normal(size=(d, d + 2))
+            cov = a @ a.T
+            corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+            chol.append(np.linalg.cholesky(corr))
+        params["L_Omega"] = np.array(chol)
+    stan = {name: value for name, value in params.items() if name != "mu"}
+    stan["mu_first"] = mu[:, 0] if ordered else np.zeros(0)
+    stan["mu_free"] = mu[:, 1:] if ordered else mu
+    stan.setdefault("sigma", np.zeros((0, d)))
+    stan.setdefault("L_Omega", np.zeros((0, d, d)))
+    return params, stan
 
 
 @pytest.mark.cmdstan
 @pytest.mark.parametrize(
-    "k,d,grainsize", [(1, 1, 0), (2, 2, 0), (2, 2, 7), (3, 2, 0), (3, 3, 5), (2, 1, 0)]
+    "covariance,k,d,grainsize,ordered",
+    [
+        ("identity", 1, 1, 0, False),
+        ("identity", 2, 2, 0, False),
+        ("identity", 2, 2, 7, False),
+        ("identity", 3, 2, 0, False),
+        ("identity", 3, 3, 5, False),
+        ("identity", 2, 1, 0, False),
+        ("identity", 3, 2, 0, True),
+        ("diagonal", 1, 1, 0, False),
+        ("diagonal", 2, 1, 0, False),
+        ("diagonal", 2, 2, 7, False),
+        ("diagonal", 3, 3, 0, True),
+        ("full", 1, 3, 0, False),
+        ("full", 2, 1, 0, False),
+        ("full", 2, 2, 0, False),
+        ("full", 3, 3, 5, False),
+        ("full", 2, 3, 0, True),
+    ],
 )
-def test_log_density_equals_plain_log_sum_exp(gmm_exe, k, d, grainsize):
+def test_log_density_equals_plain_log_sum_exp(gmm_exe, covariance, k, d, grainsize, ordered):
     """The GLM formulation differs from the textbook log_sum_exp only by a constant."""
     rng = np.random.default_rng(k * 10 + d)
     data = simulate_mixture(40, rng.normal(size=(k, d)).tolist(), (np.ones(k) / k).tolist(), seed=1)
-    model_spec = {"K": k, "mu_sd": 1.5, "alpha": 0.7, "grainsize": grainsize}
+    model_spec = {
+        "K": k,
+        "mu_sd": 1.5,
+        "alpha": 0.7,
+        "grainsize": grainsize,
+        "covariance": covariance,
+        "ordered": ordered,
+        "sigma_prior": "half_normal" if k == 3 else "lognormal",
+        "sigma_location": 0.2,
+        "sigma_scale": 0.8,
+        "lkj_eta": 1.7,
+    }
     model = load_model(gmm_exe)
     stan_lp, ref_lp = [], []
     for _ in range(4):
-        mu = rng.normal(size=(k, d))
-        theta = rng.dirichlet(np.ones(k))
-        out = model.log_prob(
-            {"mu": mu, "theta": theta}, stan_data(data, model_spec), jacobian=False, sig_figs=18
-        )
+        params, stan_params = _random_parameters(rng, k, d, covariance, ordered)
+        out = model.log_prob(stan_params, stan_data(data, model_spec), jacobian=False, sig_figs=18)
         stan_lp.append(float(out["lp__"].iloc[0]))
-        ref_lp.append(_reference_log_density(data.y, mu, theta, 1.5, 0.7))
+        ref_lp.append(_reference_log_density(data.y, params, model_spec))
     np.testing.assert_allclose(np.diff(stan_lp), np.diff(ref_lp), rtol=1e-8, atol=1e-6)
 
 

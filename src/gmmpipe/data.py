@@ -133,6 +133,39 @@ def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path)
     write_json(json_path, {**dataset.truth, "n": dataset.n, "d": dataset.d})
 
 
+#: File suffixes read as Parquet; any other file is read as CSV.
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _read_parquet(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
+    """Like :func:`_read_table` for a Parquet file: header, row numbers (the first data row
+    being row 2, as in a CSV file with its header) and cells as text, so that the same
+    validations apply."""
+    try:
+        frame = pd.read_parquet(path)
+    except ImportError as err:
+        raise DataError(f"{path}: reading Parquet needs pyarrow ({err})") from None
+    except Exception as err:  # pyarrow raises several types for unreadable files
+        raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+    header = [str(c) for c in frame.columns]
+    for j, name in enumerate(header):
+        if name in header[:j]:
+            raise DataError(f"{path}: column name {name!r} appears twice")
+    if not header:
+        raise DataError(f"{path}: the file has no columns")
+    rows = [[_cell_text(v) for v in row] for row in frame.itertuples(index=False, name=None)]
+    return header, list(range(2, len(rows) + 2)), rows
+
+
+def _cell_text(value: Any) -> str:
+    """A Parquet cell as CSV-like text: floats exactly (repr), missing values empty."""
+    if value is None or value is pd.NA:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return str(value)
+
+
 def read_dataset(
     path: str | Path, *, k: int, columns: Sequence[str] | None = None, d: int | None = None
 ) -> Dataset:
@@ -194,15 +227,32 @@ def read_dataset(
     return Dataset(y=y, z=z)
 
 
+#: The covariance structures of `stan/gmm.stan`, by their code in its data block.
+COVARIANCES = ("identity", "diagonal", "full")
+
+
+#: Priors of the component scales `sigma`, by their code in its data block.
+SIGMA_PRIORS = ("lognormal", "half_normal")
+
+
 def stan_data(dataset: Dataset, model: Mapping[str, Any]) -> dict[str, Any]:
-    """The data block of `stan/gmm.stan` for a dataset and a validated model config."""
+    """The data block of `stan/gmm.stan` for a dataset and a validated model config.
+
+    Keys missing from `model` take the schema's defaults (identity covariance, no ordering).
+    """
     return {
         "N": dataset.n,
         "D": dataset.d,
         "K": int(model["K"]),
         "y": dataset.y,
+        "covariance": COVARIANCES.index(model.get("covariance", "identity")),
+        "order_means": int(bool(model.get("ordered", False))),
         "mu_sd": float(model["mu_sd"]),
         "alpha": float(model["alpha"]),
+        "sigma_prior": SIGMA_PRIORS.index(model.get("sigma_prior", "lognormal")),
+        "sigma_location": float(model.get("sigma_location", 0.0)),
+        "sigma_scale": float(model.get("sigma_scale", 0.5)),
+        "lkj_eta": float(model.get("lkj_eta", 2.0)),
         "grainsize": int(model.get("grainsize", 0)),
         "membership": int(bool(model.get("membership", False))),
     }

@@ -30,7 +30,7 @@ def _check(name: str, value: float, threshold: float, passed: bool) -> dict[str,
 
 def nuts_checks(draws: Draws, thresholds: Mapping[str, Any], max_treedepth: int) -> list[dict]:
     """R-hat, bulk/tail ESS of every parameter, divergences, tree-depth hits and E-BFMI."""
-    posterior = {"mu": draws.mu, "theta": draws.theta}
+    posterior = _free_parameters(draws)
     rhat = max(float(np.nanmax(az.rhat(v).to_array())) for v in _datasets(posterior))
     ess_bulk = min(
         float(np.nanmin(az.ess(v, method="bulk").to_array())) for v in _datasets(posterior)
@@ -69,6 +69,17 @@ def nuts_checks(draws: Draws, thresholds: Mapping[str, Any], max_treedepth: int)
         ),
         _check("ebfmi_min", ebfmi, thresholds["ebfmi_min"], ebfmi >= thresholds["ebfmi_min"]),
     ]
+
+
+def _free_parameters(draws: Draws) -> dict[str, np.ndarray]:
+    """The parameters to check: Omega's constant diagonal and upper triangle left out."""
+    posterior = draws.components()
+    if "Omega" in posterior:
+        lower = np.tril_indices(posterior["Omega"].shape[-1], k=-1)
+        posterior["Omega"] = posterior["Omega"][..., lower[0], lower[1]]
+        if posterior["Omega"].shape[-1] == 0:
+            del posterior["Omega"]
+    return posterior
 
 
 def _datasets(posterior: Mapping[str, np.ndarray]) -> list[Any]:

@@ -55,6 +55,13 @@ class Draws:
     theta: np.ndarray  # (chain, draw, K)
     stats: dict[str, np.ndarray] = field(default_factory=dict)  # (chain, draw)
     extra: dict[str, Any] = field(default_factory=dict)
+    sigma: np.ndarray | None = None  # (chain, draw, K, D) scales; diagonal and full covariance
+    omega: np.ndarray | None = None  # (chain, draw, K, D, D) correlations; full covariance
+
+    def components(self) -> dict[str, np.ndarray]:
+        """The per-component parameters present, by their Stan names (``Omega`` = L L')."""
+        named = {"mu": self.mu, "theta": self.theta, "sigma": self.sigma, "Omega": self.omega}
+        return {name: value for name, value in named.items() if value is not None}
 
 
 def _run_optimize(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path) -> Any:
@@ -133,22 +140,42 @@ def read_draws(csv_files: list[Path], algorithm: str, k: int, d: int) -> Draws:
     if algorithm == "advi":
         (frame,) = frames
         mean_row = frame.iloc[0]
-        extra["mean"] = {
-            "mu": _columns(frame.iloc[[0]], "mu", (k, d))[0].tolist(),
-            "theta": _columns(frame.iloc[[0]], "theta", (k,))[0].tolist(),
-        }
+        mean = _component_parameters([frame.iloc[[0]]], k, d)
+        extra["mean"] = {name: value[0, 0].tolist() for name, value in mean.items()}
         extra["mean_lp"] = float(mean_row.get("lp__", np.nan))
         frames = [frame.iloc[1:]]
     n_draws = min(len(f) for f in frames)
     frames = [f.iloc[:n_draws] for f in frames]
-    mu = np.stack([_columns(f, "mu", (k, d)) for f in frames])
-    theta = np.stack([_columns(f, "theta", (k,)) for f in frames])
+    params = _component_parameters(frames, k, d)
     stats = {
         name: np.stack([f[col].to_numpy(dtype=float) for f in frames])
         for col, name in SAMPLE_STATS.items()
         if col in frames[0].columns
     }
-    return Draws(mu=mu, theta=theta, stats=stats, extra=extra)
+    return Draws(
+        mu=params["mu"],
+        theta=params["theta"],
+        stats=stats,
+        extra=extra,
+        sigma=params.get("sigma"),
+        omega=params.get("Omega"),
+    )
+
+
+def _component_parameters(frames: list[pd.DataFrame], k: int, d: int) -> dict[str, np.ndarray]:
+    """mu, theta and, when the fit has them, sigma and Omega (from L_Omega), (chain, draw, ...)."""
+    out = {
+        "mu": np.stack([_columns(f, "mu", (k, d)) for f in frames]),
+        "theta": np.stack([_columns(f, "theta", (k,)) for f in frames]),
+    }
+    if "sigma.1.1" in frames[0].columns:
+        out["sigma"] = np.stack([_columns(f, "sigma", (k, d)) for f in frames])
+    if "L_Omega.1.1.1" in frames[0].columns:
+        chol = np.stack([_columns(f, "L_Omega", (k, d, d)) for f in frames])
+        omega = chol @ np.swapaxes(chol, -1, -2)
+        scale = np.sqrt(np.diagonal(omega, axis1=-2, axis2=-1))  # 1 up to the CSV's rounding
+        out["Omega"] = omega / (scale[..., :, None] * scale[..., None, :])
+    return out
 
 
 def _columns(frame: pd.DataFrame, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -156,6 +183,27 @@ def _columns(frame: pd.DataFrame, name: str, shape: tuple[int, ...]) -> np.ndarr
     indices = np.ndindex(*shape)
     cols = [".".join([name, *(str(i + 1) for i in idx)]) for idx in indices]
     return frame[cols].to_numpy(dtype=float).reshape((len(frame), *shape))
+
+
+def stan_inits(point: Mapping[str, Any], model_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Initial values in stan/gmm.stan's parameter names from a point with ``mu``, ``theta``
+    and optionally ``sigma`` and ``Omega`` (components sorted by mu[, 1] when ordered)."""
+    mu, theta = np.asarray(point["mu"], dtype=float), np.asarray(point["theta"], dtype=float)
+    extra = {n: np.asarray(point[n], dtype=float) for n in ("sigma", "Omega") if n in point}
+    ordered = bool(model_spec.get("ordered", False))
+    if ordered:
+        order = np.argsort(mu[:, 0], kind="stable")
+        mu, theta = mu[order], theta[order]
+        extra = {n: v[order] for n, v in extra.items()}
+    inits: dict[str, Any] = {"theta": theta, "mu_free": mu[:, 1:] if ordered else mu}
+    if ordered:
+        inits["mu_first"] = mu[:, 0]
+    covariance = model_spec.get("covariance", "identity")
+    if covariance != "identity" and "sigma" in extra:
+        inits["sigma"] = extra["sigma"]
+    if covariance == "full" and "Omega" in extra:
+        inits["L_Omega"] = np.linalg.cholesky(extra["Omega"])
+    return {n: v.tolist() for n, v in inits.items() if v.size}
 
 
 def relabel(draws: Draws) -> Draws:
@@ -166,13 +214,22 @@ def relabel(draws: Draws) -> Draws:
     if lp is not None and np.all(lp == 0):  # ADVI writes lp__ = 0
         lp = draws.stats.get("log_p", np.zeros((chains, n))).reshape(-1)
     perms = relabel_permutations(draws.mu.reshape(-1, k, d), draws.theta.reshape(-1, k), lp)
-    mu = apply_permutations(draws.mu.reshape(-1, k, d), perms).reshape(draws.mu.shape)
-    theta = apply_permutations(draws.theta.reshape(-1, k), perms).reshape(draws.theta.shape)
+    permuted = {
+        name: apply_permutations(value.reshape(-1, *value.shape[2:]), perms).reshape(value.shape)
+        for name, value in draws.components().items()
+    }
     extra = dict(draws.extra)
     extra["relabelled_draws"] = int((perms != np.arange(k)).any(axis=1).sum())
     if "mean" in extra:
-        extra["mean"] = _relabel_point(extra["mean"], mu)
-    return Draws(mu=mu, theta=theta, stats=draws.stats, extra=extra)
+        extra["mean"] = _relabel_point(extra["mean"], permuted["mu"])
+    return Draws(
+        mu=permuted["mu"],
+        theta=permuted["theta"],
+        stats=draws.stats,
+        extra=extra,
+        sigma=permuted.get("sigma"),
+        omega=permuted.get("Omega"),
+    )
 
 
 def _relabel_point(point: Mapping[str, Any], mu: np.ndarray) -> dict:
@@ -180,21 +237,29 @@ def _relabel_point(point: Mapping[str, Any], mu: np.ndarray) -> dict:
     k, d = mu.shape[-2:]
     reference = mu.reshape(-1, k, d).mean(axis=0)
     (perm,) = match_to_reference(np.asarray(point["mu"])[None], reference)
-    return {
-        "mu": np.asarray(point["mu"])[perm].tolist(),
-        "theta": np.asarray(point["theta"])[perm].tolist(),
-    }
+    return {name: np.asarray(value)[perm].tolist() for name, value in point.items()}
 
 
 def to_inference_data(draws: Draws, *, attrs: Mapping[str, Any]) -> az.InferenceData:
-    """An InferenceData with named dims: mu (component, dim), theta (component)."""
+    """An InferenceData with named dims: mu (component, dim), theta (component), and when
+    fitted sigma (component, dim) and Omega (component, dim, dim2)."""
     k, d = draws.mu.shape[-2:]
-    coords = {"component": np.arange(1, k + 1), "dim": coordinate_names(d)}
+    names = coordinate_names(d)
+    coords = {"component": np.arange(1, k + 1), "dim": names}
+    if draws.omega is not None:
+        coords["dim2"] = names
+    dims = {
+        "mu": ["component", "dim"],
+        "theta": ["component"],
+        "sigma": ["component", "dim"],
+        "Omega": ["component", "dim", "dim2"],
+    }
+    posterior = draws.components()
     idata = az.from_dict(
-        posterior={"mu": draws.mu, "theta": draws.theta},
+        posterior=posterior,
         sample_stats=draws.stats or None,
         coords=coords,
-        dims={"mu": ["component", "dim"], "theta": ["component"]},
+        dims={name: dims[name] for name in posterior},
     )
     idata.posterior.attrs.update({str(key): _attr(value) for key, value in attrs.items()})
     return idata

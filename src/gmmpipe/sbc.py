@@ -1,0 +1,373 @@
+"""Simulation-based calibration (SBC; Talts et al. 2018, arXiv:1804.06788) of stan/gmm.stan.
+
+Each replication draws parameters from the prior, simulates a dataset from them, fits it, and
+records for every parameter the rank of the prior draw among L (thinned) posterior draws. If
+the sampler is calibrated, every rank is uniform on 0..L; a chi-square test per parameter
+checks this, and rank histograms show how it fails (U shape: too narrow, hump: too wide,
+slope: biased).
+
+Labelling. The prior is exchangeable across components, so "component 1" of a prior draw
+and of a posterior draw need not be the same component. SBC's guarantee holds for any
+function f(parameters) applied identically to the prior draw and to every posterior draw,
+so every draw -- prior and posterior alike, each on its own -- is put in canonical order:
+components sorted by the first coordinate of their mean. This is a fixed, label-invariant
+function (unlike relabelling towards the prior draw, which would treat the prior draw
+specially and break the exchangeability the ranks rely on), and it equals fitting with the
+`ordered` constraint on mu[, 1] (the sorted version of a symmetric posterior is the ordered
+model's posterior). The Stan program itself is fitted without the constraint, as the
+pipeline fits it.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from gmmpipe.config import derived_seed
+from gmmpipe.data import Dataset, stan_data
+from gmmpipe.errors import ConfigError
+from gmmpipe.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = ["method", "parameter", "replications", "chi2", "p_value", "p_adjusted"]
+
+
+def lkj_corr_cholesky(rng: np.random.Generator, d: int, eta: float) -> np.ndarray:
+    """A Cholesky factor of a correlation matrix drawn from LKJ(eta).
+
+    The same onion/vine construction as Stan's ``lkj_corr_cholesky_rng``: canonical partial
+    correlations 2 Beta(b, b) - 1, with b = eta + (d - 2 - i) / 2 at level i.
+    """
+    chol = np.zeros((d, d))
+    chol[0, 0] = 1.0
+    if d == 1:
+        return chol
+    remaining = np.ones(d)  # 1 - squared norm of each row so far
+    b = eta + 0.5 * (d - 1)
+    for i in range(d - 1):
+        b -= 0.5
+        z = 2.0 * rng.beta(b, b, size=d - 1 - i) - 1.0
+        rows = np.arange(i + 1, d)
+        chol[rows, i] = z * np.sqrt(remaining[rows])
+        remaining[rows] -= chol[rows, i] ** 2
+        chol[i + 1, i + 1] = np.sqrt(remaining[i + 1])
+    return chol
+
+
+def draw_prior(rng: np.random.Generator, model: Mapping[str, Any], d: int) -> dict[str, np.ndarray]:
+    """One draw of the parameters from the prior of stan/gmm.stan (model config as in a dataset)."""
+    k = int(model["K"])
+    params = {
+        "mu": rng.normal(0.0, model["mu_sd"], size=(k, d)),
+        "theta": rng.dirichlet(np.full(k, float(model["alpha"]))),
+    }
+    covariance = model.get("covariance", "identity")
+    if covariance != "identity":
+        loc, scale = model.get("sigma_location", 0.0), model.get("sigma_scale", 0.5)
+        if model.get("sigma_prior", "lognormal") == "lognormal":
+            params["sigma"] = rng.lognormal(loc, scale, size=(k, d))
+        else:  # normal(loc, scale) truncated at 0
+            lower = (0.0 - loc) / scale
+            params["sigma"] = stats.truncnorm.rvs(
+                lower, np.inf, loc=loc, scale=scale, size=(k, d), random_state=rng
+            )
+    if covariance == "full":
+        eta = float(model.get("lkj_eta", 2.0))
+        chol = np.array([lkj_corr_cholesky(rng, d, eta) for _ in range(k)])
+        params["Omega"] = chol @ np.swapaxes(chol, 1, 2)
+    return params
+
+
+def covariances(params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Sigma_k (K, D, D) of one parameter draw."""
+    k, d = params["mu"].shape
+    if "sigma" not in params:
+        return np.tile(np.eye(d), (k, 1, 1))
+    omega = params.get("Omega", np.tile(np.eye(d), (k, 1, 1)))
+    sigma = params["sigma"]
+    return sigma[:, :, None] * omega * sigma[:, None, :]
+
+
+def simulate_data(rng: np.random.Generator, params: Mapping[str, np.ndarray], n: int) -> Dataset:
+    """N observations from the mixture with parameters `params`."""
+    mu = params["mu"]
+    z = rng.choice(len(params["theta"]), size=n, p=params["theta"] / params["theta"].sum())
+    chol = np.linalg.cholesky(covariances(params))
+    y = mu[z] + np.einsum("nij,nj->ni", chol[z], rng.standard_normal(mu[z].shape))
+    return Dataset(y=y, z=z)
+
+
+def canonical_order(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sort the components of every draw (leading axis S) by the first coordinate of the mean."""
+    order = np.argsort(params["mu"][:, :, 0], axis=1, kind="stable")
+    out = {}
+    for name, value in params.items():
+        index = order.reshape(order.shape + (1,) * (value.ndim - 2))
+        out[name] = np.take_along_axis(value, index, axis=1)
+    return out
+
+
+def flatten(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Scalar parameters ``mu[1,1]``, ``theta[1]``, ``sigma[1,1]``, ``Omega[1,2,1]`` -> (S,) values.
+
+    Only Omega's strictly lower triangle is kept (its diagonal is 1, it is symmetric).
+    """
+    out: dict[str, np.ndarray] = {}
+    for name, value in params.items():
+        for index in np.ndindex(*value.shape[1:]):
+            if name == "Omega" and index[1] <= index[2]:
+                continue
+            label = ",".join(str(i + 1) for i in index)
+            out[f"{name}[{label}]"] = value[(slice(None), *index)]
+    return out
+
+
+def thin(n_draws: int, kept: int) -> np.ndarray:
+    """Indices of `kept` draws spread evenly over `n_draws` (all of them if fewer)."""
+    if n_draws <= kept:
+        return np.arange(n_draws)
+    return np.linspace(0, n_draws - 1, kept).round().astype(int)
+
+
+def ranks(
+    prior: Mapping[str, np.ndarray], posterior: Mapping[str, np.ndarray], kept: int
+) -> dict[str, int]:
+    """Rank of each prior value among `kept` thinned posterior draws (0..kept).
+
+    Both are put in canonical order first; `prior` holds one draw (arrays without the draw
+    axis), `posterior` S draws (draw axis first).
+    """
+    prior_flat = flatten(canonical_order({n: v[None] for n, v in prior.items()}))
+    post = canonical_order(posterior)
+    post_flat = flatten({n: v[thin(len(v), kept)] for n, v in post.items()})
+    out = {}
+    for name, value in prior_flat.items():
+        draws = post_flat[name]
+        if len(draws) != kept:
+            raise ValueError(f"{name}: {len(draws)} posterior draws, fewer than the {kept} kept")
+        out[name] = int((draws < value[0]).sum())
+    return out
+
+
+def uniformity_test(rank_values: Sequence[int], kept: int, bins: int) -> tuple[float, float]:
+    """Chi-square test that ranks (0..kept) are uniform, on `bins` equal bins of ranks.
+
+    Returns the statistic and its p-value (chi-square with bins - 1 degrees of freedom).
+    """
+    if (kept + 1) % bins:
+        raise ValueError(f"{kept + 1} possible ranks do not split into {bins} equal bins")
+    counts = np.bincount(np.asarray(rank_values) * bins // (kept + 1), minlength=bins)
+    result = stats.chisquare(counts)
+    return float(result.statistic), float(result.pvalue)
+
+
+def summarize(table: pd.DataFrame, kept: int, bins: int) -> pd.DataFrame:
+    """Per method and parameter: the chi-square test and its Bonferroni-adjusted p-value.
+
+    `table` has columns method, replication, parameter, rank (NaN rank: a failed fit).
+    """
+    rows = []
+    for (method, parameter), group in table.dropna(subset=["rank"]).groupby(
+        ["method", "parameter"], sort=False
+    ):
+        chi2, p = uniformity_test(group["rank"].astype(int), kept, bins)
+        rows.append([method, parameter, len(group), chi2, p, np.nan])
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    n_tests = out.groupby("method")["parameter"].transform("size")
+    out["p_adjusted"] = np.minimum(1.0, out["p_value"] * n_tests)
+    return out
+
+
+def method_verdicts(summary: pd.DataFrame, level: float = 0.01) -> pd.DataFrame:
+    """One row per method: replications, smallest p-value, and calibrated at `level` or not."""
+    grouped = summary.groupby("method", sort=False)
+    out = pd.DataFrame(
+        {
+            "replications": grouped["replications"].min(),
+            "parameters": grouped.size(),
+            "rejected_at_0.01": grouped["p_value"].apply(lambda p: int((p < level).sum())),
+            "min_p_value": grouped["p_value"].min(),
+            "min_p_adjusted": grouped["p_adjusted"].min(),
+        }
+    )
+    out["calibrated"] = np.where(out["min_p_adjusted"] >= level, "yes", "NO")
+    return out.reset_index()
+
+
+def _fit(
+    model: Any,
+    spec: Mapping[str, Any],
+    data_file: Path,
+    seed: int,
+    out: Path,
+    model_spec: Mapping[str, Any],
+    d: int,
+) -> dict[str, np.ndarray]:
+    """Fit one simulated dataset; the draws (draw axis first) of mu, theta, sigma, Omega.
+
+    A method with an ``init_method`` (see :func:`check_sbc_config`) starts at that fit's
+    posterior mean, as in the pipeline.
+    """
+    from gmmpipe.fit import RUNNERS, read_draws, stan_inits
+
+    k = int(model_spec["K"])
+    inits = None
+    if spec.get("init_method"):
+        init_spec = spec["init_method"]
+        init_out = out / "init"
+        init_out.mkdir()
+        RUNNERS[init_spec["algorithm"]](model, str(data_file), init_spec, seed, init_out, None)
+        start = read_draws(sorted(init_out.glob("*.csv")), init_spec["algorithm"], k, d)
+        point = {n: v.mean(axis=(0, 1)) for n, v in start.components().items()}
+        inits = stan_inits(point, model_spec)
+    RUNNERS[spec["algorithm"]](model, str(data_file), spec, seed, out, inits)
+    draws = read_draws(sorted(out.glob("*.csv")), spec["algorithm"], k, d)
+    return {n: v.reshape(-1, *v.shape[2:]) for n, v in draws.components().items()}
+
+
+def run_sbc(
+    exe_file: str | Path,
+    sbc: Mapping[str, Any],
+    methods: Mapping[str, Mapping[str, Any]],
+) -> pd.DataFrame:
+    """Run SBC: for each replication, one prior draw, one dataset, one fit per method.
+
+    Parameters
+    ----------
+    exe_file : the compiled stan/gmm.stan.
+    sbc : the validated ``sbc`` config (replications, n, d, model, draws, seed).
+    methods : method specs by name (as in the config's ``methods``), NUTS or ADVI.
+
+    Returns
+    -------
+    One row per method, replication and parameter: the rank (NaN when the fit failed),
+    with the fit's wall time.
+    """
+    from cmdstanpy import write_stan_json
+
+    from gmmpipe.cmdstan import load_model
+
+    model_spec, d, kept = sbc["model"], int(sbc["d"]), int(sbc["draws"])
+    model = load_model(exe_file)
+    rows: list[dict[str, Any]] = []
+    for rep in range(int(sbc["replications"])):
+        rng = np.random.default_rng([int(sbc["seed"]), rep])
+        truth = draw_prior(rng, model_spec, d)
+        data = simulate_data(rng, truth, int(sbc["n"]))
+        with tempfile.TemporaryDirectory(prefix="gmm-sbc-") as scratch:
+            data_file = Path(scratch) / "data.json"
+            write_stan_json(str(data_file), stan_data(data, model_spec))
+            for name, spec in methods.items():
+                out = Path(scratch) / name
+                out.mkdir()
+                seed = derived_seed(int(sbc["seed"]), "sbc", name, str(rep))
+                start = time.perf_counter()
+                try:
+                    post = _fit(model, spec, data_file, seed, out, model_spec, d)
+                    result: Mapping[str, float] = ranks(truth, post, kept)
+                except (RuntimeError, ValueError) as err:
+                    logger.warning("replication %d, %s failed: %s", rep, name, err)
+                    result = dict.fromkeys(flatten({n: v[None] for n, v in truth.items()}), np.nan)
+                wall = time.perf_counter() - start
+                rows += [
+                    {"method": name, "replication": rep, "parameter": p, "rank": r, "wall_s": wall}
+                    for p, r in result.items()
+                ]
+        logger.info("SBC replication %d of %d done", rep + 1, sbc["replications"])
+    return pd.DataFrame(rows)
+
+
+def check_sbc_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Check the validated ``sbc`` config; return the specs of the methods it names.
+
+    Raises
+    ------
+    ConfigError
+        When a method is unknown or neither NUTS nor ADVI, or `bins` does not divide
+        `draws` + 1.
+    """
+    sbc = config["sbc"]
+    if (sbc["draws"] + 1) % sbc["bins"]:
+        raise ConfigError(
+            f"config: 'sbc.bins' = {sbc['bins']} must divide 'sbc.draws' + 1 = {sbc['draws'] + 1}"
+            " (the number of possible ranks)"
+        )
+    out = {}
+    for name in sbc["methods"]:
+        spec = config["methods"].get(name)
+        if spec is None:
+            raise ConfigError(
+                f"config: 'sbc.methods' names {name!r}, which is not in 'methods' "
+                f"(known: {sorted(config['methods'])})"
+            )
+        if spec["algorithm"] not in ("nuts", "advi"):
+            raise ConfigError(
+                f"config: 'sbc.methods' names {name!r}, a {spec['algorithm']} method; "
+                "SBC needs posterior draws (nuts or advi)"
+            )
+        out[name] = dict(spec)
+        if spec.get("init"):
+            out[name]["init_method"] = dict(config["methods"][spec["init"]])
+    return out
+
+
+def plot_rank_histograms(table: pd.DataFrame, method: str, kept: int, bins: int) -> Any:
+    """Rank histograms of one method, one panel per parameter, with the 99% band of a
+    uniform histogram (binomial counts per bin)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table[(table["method"] == method)].dropna(subset=["rank"])
+    parameters = list(dict.fromkeys(rows["parameter"]))
+    n_cols = min(4, max(1, len(parameters)))
+    n_rows = -(-len(parameters) // n_cols)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(2.8 * n_cols, 2.2 * n_rows), squeeze=False, sharex=True
+    )
+    for ax in axes.ravel()[len(parameters) :]:
+        ax.set_visible(False)
+    edges = np.arange(bins + 1) * (kept + 1) / bins - 0.5
+    for ax, parameter in zip(axes.ravel(), parameters, strict=False):
+        values = rows.loc[rows["parameter"] == parameter, "rank"].to_numpy()
+        n = len(values)
+        low, high = stats.binom.ppf([0.005, 0.995], n, 1 / bins)
+        ax.axhspan(low, high, color="0.85", zorder=0)
+        ax.axhline(n / bins, color="0.5", lw=0.8)
+        ax.hist(values, bins=edges, color="C0", edgecolor="white")
+        ax.set_title(parameter, fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"SBC rank histograms: {method} ({len(set(rows['replication']))} replications)")
+    fig.supxlabel(f"rank of the prior draw among {kept} posterior draws")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> None:
+    """Write `fig` as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A Markdown table of `frame` (numbers to 3 significant digits)."""
+
+    def cell(value: Any) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * frame.shape[1]]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join(lines)

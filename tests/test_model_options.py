@@ -1,0 +1,132 @@
+"""Model options (covariance, priors, ordering), user data from Parquet, and the handling of
+the extra covariance parameters in draws, relabelling and InferenceData (no CmdStan)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from gmmpipe.config import validate_config
+from gmmpipe.data import Dataset, read_dataset, stan_data
+from gmmpipe.errors import ConfigError, DataError
+from gmmpipe.fit import Draws, read_draws, relabel, stan_inits, to_inference_data
+
+
+@pytest.fixture
+def config(root):
+    return yaml.safe_load((root / "config" / "config.yaml").read_text())
+
+
+def test_model_defaults_and_new_keys(config):
+    completed = validate_config(config)
+    model = completed["datasets"]["seed_small"]["model"]
+    assert model["covariance"] == "identity" and model["ordered"] is False
+    data = stan_data(Dataset(y=np.zeros((5, 2))), model)
+    assert data["covariance"] == 0 and data["order_means"] == 0 and data["sigma_prior"] == 0
+    config["datasets"]["seed_small"]["model"].update(
+        covariance="full", sigma_prior="half_normal", lkj_eta=3.0, ordered=True
+    )
+    model = validate_config(config)["datasets"]["seed_small"]["model"]
+    data = stan_data(Dataset(y=np.zeros((5, 2))), model)
+    assert (data["covariance"], data["sigma_prior"], data["lkj_eta"], data["order_means"]) == (
+        2,
+        1,
+        3.0,
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    "key,value", [("covariance", "spherical"), ("lkj_eta", 0), ("sigma_scale", -1.0)]
+)
+def test_bad_model_options_are_rejected(config, key, value):
+    config["datasets"]["seed_small"]["model"][key] = value
+    with pytest.raises(ConfigError, match=key):
+        validate_config(config)
+
+
+def test_sbc_section_defaults(config):
+    sbc = validate_config(config)["sbc"]
+    assert sbc["replications"] >= 100
+    assert sbc["model"]["covariance"] == "diagonal" and sbc["model"]["sigma_prior"] == "lognormal"
+    assert (sbc["draws"] + 1) % sbc["bins"] == 0
+
+
+def test_parquet_dataset(tmp_path):
+    pytest.importorskip("pyarrow")
+    frame = pd.DataFrame({"a": [0.1, 1 / 3, -2.5], "b": [1, 2, 3], "label": ["x", "y", "z"]})
+    frame.to_parquet(tmp_path / "obs.parquet")
+    data = read_dataset(tmp_path / "obs.parquet", k=2, columns=["a", "b"])
+    np.testing.assert_array_equal(data.y, frame[["a", "b"]].to_numpy(dtype=float))
+    with pytest.raises(DataError, match=r"row 2, column 'label'"):
+        read_dataset(tmp_path / "obs.parquet", k=2)
+    frame.loc[2, "a"] = np.nan
+    frame.to_parquet(tmp_path / "nan.parquet")
+    with pytest.raises(DataError, match=r"row 4, column 'a'"):
+        read_dataset(tmp_path / "nan.parquet", k=2, columns=["a"])
+    (tmp_path / "bad.pq").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        read_dataset(tmp_path / "bad.pq", k=1)
+
+
+def _draws(k=2, d=2, chains=2, n=5):
+    rng = np.random.default_rng(0)
+    mu = np.zeros((chains, n, k, d))
+    mu[..., 0, :] = 2.0
+    mu[1, :, :, :] = mu[1, :, ::-1, :]  # chain 2 in the other labelling
+    theta = np.broadcast_to([0.7, 0.3], (chains, n, k)).copy()
+    theta[1] = theta[1, :, ::-1]
+    sigma = np.broadcast_to([[1.0, 1.5], [0.5, 0.6]], (chains, n, k, d)).copy()
+    sigma[1] = sigma[1, :, ::-1]
+    omega = np.tile(np.eye(d), (chains, n, k, 1, 1))
+    omega[..., 0, 0, 1] = omega[..., 0, 1, 0] = 0.4
+    omega[1] = omega[1, :, ::-1]
+    mu += rng.normal(scale=0.01, size=mu.shape)
+    return Draws(mu=mu, theta=theta, sigma=sigma, omega=omega)
+
+
+def test_relabel_permutes_sigma_and_omega_with_mu():
+    draws = relabel(_draws())
+    np.testing.assert_allclose(draws.theta[..., 0], 0.7)
+    np.testing.assert_allclose(draws.sigma[..., 0, :], np.broadcast_to([1.0, 1.5], (2, 5, 2)))
+    np.testing.assert_allclose(draws.omega[..., 0, 0, 1], 0.4)
+    np.testing.assert_allclose(draws.omega[..., 1, 0, 1], 0.0)
+    idata = to_inference_data(draws, attrs={})
+    assert idata.posterior["sigma"].dims == ("chain", "draw", "component", "dim")
+    assert idata.posterior["Omega"].dims == ("chain", "draw", "component", "dim", "dim2")
+
+
+def test_read_draws_turns_l_omega_into_omega(tmp_path):
+    k, d = 2, 2
+    chol = np.array([[1.0, 0.0], [0.6, 0.8]])
+    row = {"lp__": -1.0}
+    for i in range(k):
+        row[f"theta.{i + 1}"] = 0.5
+        for j in range(d):
+            row[f"mu.{i + 1}.{j + 1}"] = float(i + j)
+            row[f"sigma.{i + 1}.{j + 1}"] = 1.0 + i
+            for m in range(d):
+                row[f"L_Omega.{i + 1}.{j + 1}.{m + 1}"] = chol[j, m]
+    path = tmp_path / "out.csv"
+    pd.DataFrame([row, row]).to_csv(path, index=False)
+    draws = read_draws([path], "nuts", k, d)
+    assert draws.sigma.shape == (1, 2, k, d)
+    np.testing.assert_allclose(draws.omega[0, 0, 1], [[1.0, 0.6], [0.6, 1.0]])
+
+
+def test_stan_inits_use_stan_parameter_names():
+    point = {
+        "mu": [[1.0, 2.0], [-1.0, 0.0]],
+        "theta": [0.4, 0.6],
+        "sigma": [[1.0, 2.0], [3.0, 4.0]],
+        "Omega": [np.eye(2), [[1.0, 0.5], [0.5, 1.0]]],
+    }
+    plain = stan_inits(point, {"covariance": "identity"})
+    assert set(plain) == {"mu_free", "theta"}
+    ordered = stan_inits(point, {"covariance": "full", "ordered": True})
+    assert ordered["mu_first"] == [-1.0, 1.0]
+    assert ordered["mu_free"] == [[0.0], [2.0]]
+    assert ordered["theta"] == [0.6, 0.4] and ordered["sigma"][0] == [3.0, 4.0]
+    np.testing.assert_allclose(np.asarray(ordered["L_Omega"][0])[1], [0.5, np.sqrt(0.75)])

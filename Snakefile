@@ -13,6 +13,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/fit.smk"
+include: "rules/sbc.smk"
 
 
 rule all:

@@ -1,0 +1,56 @@
+# Simulation-based calibration, on demand (not part of `rule all`):
+#   snakemake --cores all sbc
+# builds results/sbc/summary.md (one verdict per method) and, per method in `sbc.methods`,
+# the ranks, the chi-square uniformity test of every parameter and the rank histograms.
+
+from gmmpipe.sbc import check_sbc_config
+
+try:
+    SBC_METHODS = check_sbc_config(config)
+except ConfigError as err:
+    raise WorkflowError(str(err))
+
+
+rule sbc_method:
+    input:
+        exe="results/model/gmm",
+    output:
+        ranks="results/sbc/{method}/ranks.csv",
+        tests="results/sbc/{method}/uniformity.csv",
+        figure=report(
+            "results/sbc/{method}/rank_histograms.png",
+            caption="../report/sbc.rst",
+            category="calibration",
+            labels={"method": "{method}", "figure": "SBC rank histograms"},
+        ),
+    log:
+        "logs/sbc/{method}.log",
+    benchmark:
+        "results/benchmarks/sbc/{method}.tsv"
+    wildcard_constraints:
+        method=_alternation(SBC_METHODS),
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=lambda wildcards, attempt: 120 * attempt,
+    params:
+        sbc=config["sbc"],
+        method=lambda wildcards: SBC_METHODS[wildcards.method],
+    script:
+        "../scripts/sbc.py"
+
+
+rule sbc:
+    input:
+        tests=expand("results/sbc/{method}/uniformity.csv", method=SBC_METHODS),
+    output:
+        csv="results/sbc/summary.csv",
+        markdown="results/sbc/summary.md",
+    log:
+        "logs/sbc/summary.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../scripts/sbc_summary.py"

@@ -130,3 +130,26 @@ def test_stan_inits_use_stan_parameter_names():
     assert ordered["mu_free"] == [[0.0], [2.0]]
     assert ordered["theta"] == [0.6, 0.4] and ordered["sigma"][0] == [3.0, 4.0]
     np.testing.assert_allclose(np.asarray(ordered["L_Omega"][0])[1], [0.5, np.sqrt(0.75)])
+
+
+@pytest.mark.parametrize("d,with_omega", [(1, False), (2, True), (3, False)])
+def test_fitted_density_figure(tmp_path, d, with_omega):
+    from gmmpipe.data import simulate_mixture
+    from gmmpipe.mixture_plots import marginal_densities, plot_fitted_density, posterior_arrays
+
+    data = simulate_mixture(300, [[-2.0] * d, [2.0] * d], [0.4, 0.6], seed=1)
+    rng = np.random.default_rng(1)
+    posterior = {
+        "mu": np.array([[-2.0] * d, [2.0] * d]) + 0.05 * rng.normal(size=(2, 50, 2, d)),
+        "theta": np.broadcast_to([0.4, 0.6], (2, 50, 2)),
+        "sigma": np.ones((2, 50, 2, d)),
+    }
+    if with_omega:
+        posterior["Omega"] = np.broadcast_to(np.eye(d), (2, 50, 2, d, d))
+    arrays = posterior_arrays(posterior)
+    grid = np.linspace(-10, 10, 2001)
+    mass = marginal_densities(grid, arrays, 0).sum(axis=1) * (grid[1] - grid[0])
+    np.testing.assert_allclose(mass, 1, atol=1e-3)
+    fig = plot_fitted_density(data.y, posterior)
+    fig.savefig(tmp_path / "density.png")
+    assert (tmp_path / "density.png").stat().st_size > 10_000

@@ -13,6 +13,9 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/fit.smk"
+include: "rules/summarize.smk"
+include: "rules/plot.smk"
+include: "rules/report.smk"
 include: "rules/sbc.smk"
 
 

@@ -84,10 +84,118 @@ def dataset_fits(wildcards):
 
 
 def get_final_output():
-    """Everything `rule all` builds."""
-    return [f"results/fits/{d}/{m}/summary.csv" for d, m in FITS]
+    """Everything `rule all` builds (fits, each dataset's tables and figures, provenance)."""
+    outputs = [f"results/fits/{d}/{m}/summary.csv" for d, m in FITS]
+    for dataset in DATASETS:
+        outputs += table_targets(dataset) + figure_targets(dataset)
+    return outputs + list(PROVENANCE.values())
 
 
 def fit_seed(wildcards):
     """The CmdStan seed of one fit, derived from the base seed and the fit's names."""
     return derived_seed(config["seed"], wildcards.dataset, wildcards.method)
+
+
+# --- Tables, figures, provenance (rules/summarize.smk, plot.smk, report.smk) ---------------
+
+ALGORITHMS = ("optimize", "nuts", "advi", "pathfinder")
+VI = ("advi", "pathfinder")
+# The figures of a dataset and what they need: one method from each listed group of algorithms.
+FIGURE_NEEDS = {
+    "data": [],
+    "nuts_mu": [("nuts",)],
+    "weights": [ALGORITHMS],
+    "elbo": [("advi",)],
+    "vi_contours": [VI],
+    "posterior_means": [ALGORITHMS],
+    "marginals": [("nuts",), VI],
+}
+TABLES = "results/tables/{dataset}"
+FIGURE = "results/figures/{dataset}/{name}.png"
+PROVENANCE = {
+    "json": "results/provenance/provenance.json",
+    "html": "results/provenance/provenance.html",
+    "diagnostics": "results/tables/diagnostics.html",
+}
+
+
+def dataset_methods(dataset, *algorithms):
+    """The dataset's target methods in config order, only those of `algorithms` if given."""
+    return [
+        m
+        for d, m in FITS
+        if d == dataset
+        and (not algorithms or config["methods"][m]["algorithm"] in algorithms)
+    ]
+
+
+def figure_targets(dataset):
+    """The figures of one dataset that its methods allow, plus trace/rank plots per NUTS fit."""
+    names = [
+        name
+        for name, needs in FIGURE_NEEDS.items()
+        if all(dataset_methods(dataset, *group) for group in needs)
+    ]
+    for method in dataset_methods(dataset, "nuts"):
+        names += [f"trace_{method}", f"rank_{method}"]
+    return [FIGURE.format(dataset=dataset, name=name) for name in names]
+
+
+def table_targets(dataset):
+    """The comparison and diagnostics tables of one dataset."""
+    stem = TABLES.format(dataset=dataset)
+    return [
+        f"{stem}_comparison.csv",
+        f"{stem}_comparison.html",
+        f"{stem}_diagnostics.html",
+    ]
+
+
+def fit_files(name, *algorithms):
+    """Input function: file `name` of every fit of the dataset (of `algorithms`, if given)."""
+    return lambda wildcards: [
+        f"results/fits/{wildcards.dataset}/{m}/{name}"
+        for m in dataset_methods(wildcards.dataset, *algorithms)
+    ]
+
+
+def fit_methods(*algorithms):
+    """Params function: the dataset's methods, in the order of :func:`fit_files`."""
+    return lambda wildcards: dataset_methods(wildcards.dataset, *algorithms)
+
+
+def figure(name, category, label, caption=None):
+    """A figure of the report, captioned by report/figures/<caption or name>.rst."""
+    return report(
+        FIGURE.replace("{name}", name),
+        caption=f"../report/figures/{caption or name}.rst",
+        category=category,
+        subcategory="{dataset}",
+        labels={"dataset": "{dataset}", "figure": label},
+    )
+
+
+def all_fit_files(name):
+    """File `name` of every target fit (for provenance)."""
+    return [f"results/fits/{d}/{m}/{name}" for d, m in FITS]
+
+
+def plot_benchmarks():
+    """Benchmark files of every figure and table rule (for provenance)."""
+    paths = []
+    for dataset in DATASETS:
+        paths.append(f"results/benchmarks/tables/{dataset}.tsv")
+        paths += [
+            f.replace("results/figures/", "results/benchmarks/figures/").replace(
+                ".png", ".tsv"
+            )
+            for f in figure_targets(dataset)
+        ]
+    return paths
+
+
+def git_state(wildcards):
+    """The workflow's git commit and state, recorded in the provenance."""
+    from gmmpipe.provenance import git_state as state
+
+    return state(workflow.basedir)

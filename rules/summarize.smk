@@ -1,0 +1,56 @@
+# Per-dataset tables: every parameter x method (truth, MAP, NUTS, ADVI, Pathfinder), with
+# ESS/R-hat, k-hat, wall times and each method's error relative to NUTS; and every check.
+
+
+rule summarize:
+    input:
+        truth="results/data/{dataset}.json",
+        posteriors=fit_files("posterior.nc"),
+        fits=fit_files("fit.json"),
+        diagnostics=fit_files("diagnostics.json"),
+    output:
+        csv=report(
+            f"{TABLES}_comparison.csv",
+            caption="../report/tables/comparison.rst",
+            category="comparison",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "table": "methods compared (CSV)"},
+        ),
+        markdown=report(
+            f"{TABLES}_comparison.md",
+            caption="../report/tables/comparison.rst",
+            category="comparison",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "table": "methods compared (Markdown)"},
+        ),
+        html=report(
+            f"{TABLES}_comparison.html",
+            caption="../report/tables/comparison.rst",
+            category="comparison",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "table": "methods compared"},
+        ),
+        diagnostics_csv=report(
+            f"{TABLES}_diagnostics.csv",
+            caption="../report/tables/diagnostics.rst",
+            category="diagnostics",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "table": "diagnostics checks (CSV)"},
+        ),
+        diagnostics_html=report(
+            f"{TABLES}_diagnostics.html",
+            caption="../report/tables/diagnostics.rst",
+            category="diagnostics",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "table": "diagnostics checks"},
+        ),
+    log:
+        "logs/tables/{dataset}.log",
+    benchmark:
+        "results/benchmarks/tables/{dataset}.tsv"
+    conda:
+        "../environment.yml"
+    params:
+        methods=fit_methods(),
+    script:
+        "../scripts/summarize.py"

@@ -1,0 +1,94 @@
+"""Figures: every seed figure renders (any K and D), is non-blank, and uses one palette."""
+
+from __future__ import annotations
+
+import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from fixtures.report.fake_fits import write_fake_dataset
+from matplotlib.collections import PolyCollection
+
+from gmmpipe.plots import FIGURES, component_colors, draw_data, make_figure
+
+# Figures whose layout depends on K and D (the others are checked once with K = D = 2).
+SHAPED = ["data", "nuts_mu", "weights", "vi_contours", "posterior_means", "marginals"]
+
+
+def _assert_non_blank(path):
+    image = mpimg.imread(path)[..., :3]
+    assert image.shape[0] > 150 and image.shape[1] > 150
+    assert (image.std(axis=(0, 1)) > 0.05).any(), f"{path} looks blank"
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    return write_fake_dataset(tmp_path_factory.mktemp("k2d2"), shift=2.0)
+
+
+def test_palette_is_stable_and_distinct():
+    assert component_colors(2) == component_colors(5)[:2]
+    many = component_colors(12)
+    assert len(many) == 12 and len(set(many)) == 12
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_figure_renders_non_blank(fake, tmp_path, name):
+    posteriors = fake["posteriors"]
+    if name in ("trace", "rank"):
+        posteriors = {"nuts": posteriors["nuts"]}
+    elif name == "data":
+        posteriors = {}
+    out = tmp_path / f"{name}.png"
+    make_figure(
+        name,
+        out,
+        data=fake["data"],
+        truth=fake["truth"],
+        posteriors=posteriors,
+        settings={"dpi": 60},
+    )
+    _assert_non_blank(out)
+    assert not list(tmp_path.glob(".*.tmp")), "temporary file left behind"
+
+
+@pytest.mark.parametrize("k,d", [(3, 1), (2, 3)])
+@pytest.mark.parametrize("name", SHAPED)
+def test_other_shapes_degrade_gracefully(tmp_path, k, d, name):
+    methods = {"map": "optimize", "nuts": "nuts", "mf": "advi"}
+    fake = write_fake_dataset(tmp_path, k=k, d=d, n=120, methods=methods)
+    out = tmp_path / f"{name}.png"
+    posteriors = {} if name == "data" else fake["posteriors"]
+    make_figure(
+        name,
+        out,
+        data=fake["data"],
+        truth=fake["truth"],
+        posteriors=posteriors,
+        settings={"dpi": 50},
+    )
+    _assert_non_blank(out)
+
+
+def test_large_data_is_a_hexbin_density():
+    y = np.random.default_rng(0).standard_normal((20_000, 2))
+    fig, (small, large) = plt.subplots(1, 2)
+    draw_data(small, y[:100], max_points=5000)
+    draw_data(large, y, max_points=5000)
+    assert not any(isinstance(c, PolyCollection) for c in small.collections)
+    assert any(isinstance(c, PolyCollection) for c in large.collections)
+    plt.close(fig)
+
+
+def test_failed_methods_are_labelled(tmp_path):
+    fake = write_fake_dataset(tmp_path)
+    (tmp_path / "pathfinder" / "diagnostics.json").write_text(
+        '{"algorithm": "pathfinder", "passed": false, "failures": ["k"], "checks": []}'
+    )
+    from gmmpipe.plots import plot_weights
+    from gmmpipe.summarize import align_components, load_fits
+
+    fig = plot_weights(align_components(load_fits(fake["posteriors"])), {})
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert "pathfinder\n(diagnostics FAILED)" in labels
+    plt.close(fig)

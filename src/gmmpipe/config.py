@@ -1,8 +1,11 @@
-"""Load and validate the workflow configuration (JSON Schema plus checks a schema cannot express)."""
+"""Load and validate the workflow configuration: JSON Schema plus checks it cannot express."""
 
 from __future__ import annotations
 
 import copy
+import math
+import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,9 +19,22 @@ from gmmpipe.errors import ConfigError
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
 
+# Compiler flags reach `make`, which expands them in shell recipes: allow flags only.
+_CPP_FLAGS = re.compile(r"^\s*(-[A-Za-z0-9_=.,+:/-]+\s*)*$")
+
+
+def _is_integer(checker: Any, instance: Any) -> bool:
+    """Strict JSON Schema integers: 100.0 and True are not integers here."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
 def _with_defaults(validator_class: type) -> type:
-    """Extend a jsonschema validator so that validation fills in every `default`."""
+    """Extend a jsonschema validator so that validation fills in every `default`.
+
+    Integers are strict, so a float such as ``100.0`` never reaches code that needs an int.
+    """
     validate_properties = validator_class.VALIDATORS["properties"]
+    type_checker = validator_class.TYPE_CHECKER.redefine("integer", _is_integer)
 
     def set_defaults(validator, properties, instance, schema):  # type: ignore[no-untyped-def]
         if isinstance(instance, dict):
@@ -27,7 +43,9 @@ def _with_defaults(validator_class: type) -> type:
                     instance[name] = copy.deepcopy(subschema["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    return jsonschema.validators.extend(
+        validator_class, {"properties": set_defaults}, type_checker=type_checker
+    )
 
 
 def _key(path: Iterator[Any] | Any) -> str:
@@ -52,8 +70,18 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
-def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> dict:
+def validate_config(
+    config: Mapping[str, Any],
+    schema: Mapping[str, Any] | None = None,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> dict:
     """Validate `config`, fill in defaults and return the completed copy.
+
+    Besides the schema this checks what a schema cannot: finite numbers, sizes that must
+    agree across keys, compiler flags, and that every user data file exists (relative
+    paths are resolved against `base_dir`, by default the working directory, which is
+    where Snakemake runs its jobs).
 
     Raises
     ------
@@ -62,16 +90,59 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None 
     """
     schema = dict(schema) if schema is not None else load_schema()
     completed = copy.deepcopy(dict(config))
+    _check_finite(completed, ())
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = list(validator.iter_errors(completed))
     if errors:
         raise ConfigError(_schema_error_message(jsonschema.exceptions.best_match(errors)))
     _check_semantics(completed)
+    _check_inits(completed["methods"])
+    _check_files(completed, Path.cwd() if base_dir is None else Path(base_dir))
     return completed
+
+
+def _check_finite(value: Any, path: tuple[Any, ...]) -> None:
+    """Reject NaN and infinities anywhere in the config (YAML's .nan, .inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config: '{_key(path)}' = {value!r}: must be a finite number")
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            _check_finite(item, (*path, name))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_finite(item, (*path, i))
+
+
+def resolve_data_path(path: str | os.PathLike[str], base_dir: str | os.PathLike[str]) -> Path:
+    """The absolute, symlink-free path of a user data file given relative to `base_dir`."""
+    return (Path(base_dir) / Path(path).expanduser()).resolve()
+
+
+def _check_files(config: Mapping[str, Any], base_dir: Path) -> None:
+    """Every `datasets.<name>.file.path` must be an existing, readable regular file."""
+    for name, dataset in config["datasets"].items():
+        if "file" not in dataset:
+            continue
+        given = dataset["file"]["path"]
+        where = f"config: 'datasets.{name}.file.path' = {given!r}"
+        resolved = resolve_data_path(given, base_dir)
+        if not resolved.exists():
+            raise ConfigError(f"{where}: data file not found (resolved to {resolved})")
+        if not resolved.is_file():
+            raise ConfigError(f"{where}: not a regular file (resolved to {resolved})")
+        if not os.access(resolved, os.R_OK):
+            raise ConfigError(f"{where}: file is not readable (resolved to {resolved})")
 
 
 def _check_semantics(config: Mapping[str, Any]) -> None:
     """Checks across keys that JSON Schema cannot express."""
+    flags = config.get("compile", {}).get("cpp_flags", "")
+    if not _CPP_FLAGS.match(flags):
+        raise ConfigError(
+            f"config: 'compile.cpp_flags' = {flags!r}: only compiler flags such as "
+            "'-O3 -march=native' are allowed (each starts with '-' and uses letters, digits "
+            "and _=.,+:/-), because make passes them to a shell"
+        )
     for name, dataset in config["datasets"].items():
         k = dataset["model"]["K"]
         sim = dataset.get("simulate")
@@ -144,3 +215,23 @@ def derived_seed(base: int, *names: str) -> int:
     words = [int.from_bytes(n.encode(), "little") for n in names]
     seq = np.random.SeedSequence([base, *words])
     return int(seq.generate_state(1, dtype=np.uint32)[0] >> 1)
+
+
+def _check_inits(methods: Mapping[str, Any]) -> None:
+    """Every `init` names another method, and following inits never loops."""
+    for name, spec in methods.items():
+        seen = [name]
+        current = spec.get("init")
+        while current is not None:
+            if current not in methods:
+                raise ConfigError(
+                    f"config: 'methods.{name}.init' = {current!r}: not a method "
+                    f"(known: {sorted(methods)})"
+                )
+            if current in seen:
+                raise ConfigError(
+                    f"config: 'methods.{name}.init' = {spec['init']!r}: initialization loops "
+                    f"({' -> '.join([*seen, current])})"
+                )
+            seen.append(current)
+            current = methods[current].get("init")

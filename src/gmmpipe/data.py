@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -133,6 +135,45 @@ def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path)
     write_json(json_path, {**dataset.truth, "n": dataset.n, "d": dataset.d})
 
 
+def _read_table(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
+    """Header, file line numbers and cells of a CSV file; blank lines are skipped.
+
+    Every data row must have as many fields as the header, so that no cell is silently
+    filled in or dropped.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a UTF-8 text file (byte {err.start}: {err.reason})") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the data file ({err.strerror})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    lines: list[int] = []
+    rows: list[list[str]] = []
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                lines.append(reader.line_num)
+                rows.append(row)
+    except csv.Error as err:
+        raise DataError(f"{path}: row {reader.line_num}: not valid CSV ({err})") from None
+    if not rows:
+        raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
+    header = [name.strip() for name in rows[0]]
+    for j, name in enumerate(header):
+        if not name:
+            raise DataError(f"{path}: row {lines[0]}, column {j + 1}: empty column name")
+        if name in header[:j]:
+            raise DataError(f"{path}: row {lines[0]}: column name {name!r} appears twice")
+    for line, row in zip(lines[1:], rows[1:], strict=True):
+        if len(row) != len(header):
+            fields = f"{len(row)} field" + ("" if len(row) == 1 else "s")
+            raise DataError(
+                f"{path}: row {line}: {fields}, but the header has {len(header)} columns {header}"
+            )
+    return header, lines[1:], rows[1:]
+
+
 #: File suffixes read as Parquet; any other file is read as CSV.
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -169,11 +210,11 @@ def _cell_text(value: Any) -> str:
 def read_dataset(
     path: str | Path, *, k: int, columns: Sequence[str] | None = None, d: int | None = None
 ) -> Dataset:
-    """Read and validate a CSV of observations.
+    """Read and validate a CSV or Parquet file (suffix .parquet or .pq) of observations.
 
     Parameters
     ----------
-    path : CSV file with a header row.
+    path : CSV file with a header row, or Parquet file.
     k : number of mixture components to be fitted (the data need at least `k` rows).
     columns : columns to use; default: ``x1..xD`` when present, else every column but ``z``.
     d : the declared dimension, checked when given.
@@ -181,42 +222,41 @@ def read_dataset(
     Raises
     ------
     DataError
-        Naming the file and, where it applies, the row and column of the problem.
+        Naming the file and, where it applies, the row (the line of the file, the header
+        being row 1) and the column of the problem.
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: data file not found")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise DataError(
-            f"{path}: the file is empty (expected a header row and data rows)"
-        ) from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a readable CSV file ({err})") from None
+        what = "is a directory, not a file" if path.is_dir() else "data file not found"
+        raise DataError(f"{path}: {what}")
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        header, lines, rows = _read_parquet(path)
+    else:
+        header, lines, rows = _read_table(path)
     if columns:
-        missing = [c for c in columns if c not in frame.columns]
+        missing = [c for c in columns if c not in header]
         if missing:
-            raise DataError(f"{path}: columns {missing} not found (has {list(frame.columns)})")
+            raise DataError(f"{path}: columns {missing} not found (has {header})")
         cols = list(columns)
     else:
-        cols = [c for c in frame.columns if c != "z"]
+        cols = [c for c in header if c != "z"]
     if not cols:
-        raise DataError(f"{path}: no data columns")
+        raise DataError(f"{path}: no data columns (has {header})")
     if d is not None and len(cols) != d:
         raise DataError(f"{path}: has {len(cols)} data columns {cols}, expected D = {d}")
-    if len(frame) == 0:
+    if not rows:
         raise DataError(f"{path}: header only, no data rows")
+    frame = pd.DataFrame(rows, columns=header, dtype=str)
     y = np.empty((len(frame), len(cols)))
     for j, col in enumerate(cols):
-        values = pd.to_numeric(frame[col].str.strip(), errors="coerce").to_numpy(dtype=float)
+        cells = frame[col].str.strip()
+        values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=float)
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             row = int(bad[0])
-            raise DataError(
-                f"{path}: row {row + 2}, column '{col}': {frame[col].iloc[row]!r} is not a "
-                "finite number"
-            )
+            cell = cells.iloc[row]
+            problem = "empty cell" if not cell else f"{cell!r} is not a finite number"
+            raise DataError(f"{path}: row {lines[row]}, column '{col}': {problem}")
         y[:, j] = values
     if len(y) < k:
         raise DataError(f"{path}: {len(y)} rows, fewer than the K = {k} mixture components")
@@ -229,8 +269,6 @@ def read_dataset(
 
 #: The covariance structures of `stan/gmm.stan`, by their code in its data block.
 COVARIANCES = ("identity", "diagonal", "full")
-
-
 #: Priors of the component scales `sigma`, by their code in its data block.
 SIGMA_PRIORS = ("lognormal", "half_normal")
 

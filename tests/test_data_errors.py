@@ -1,0 +1,126 @@
+"""Bad user data files give one clear error naming the file (and row/column), through the
+library and through the workflow, and never leave a half-written dataset behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from workflow_helpers import make_workflow, output, small_config, snakemake, stray_temporaries
+
+from gmmpipe.data import read_dataset
+from gmmpipe.errors import DataError
+
+# name -> (file content, columns, message); row numbers are the file's line numbers
+BAD_FILES: dict[str, tuple[bytes, list[str], str]] = {
+    "nan": (b"x1,x2\n1,2\n3,4\nnan,3\n", [], "row 4, column 'x1': 'nan' is not a finite number"),
+    "inf": (b"x1,x2\n1,2\n3,-inf\n4,5\n", [], "row 3, column 'x2': '-inf' is not a finite"),
+    "overflow": (b"x1,x2\n1,2\n3,1e999\n4,5\n", [], "row 3, column 'x2': '1e999' is not a"),
+    "text": (b"x1,x2\n1,2\n3,abc\n4,5\n", [], "row 3, column 'x2': 'abc' is not a finite"),
+    "empty_cell": (b"x1,x2\n1,2\n3,\n4,5\n", [], "row 3, column 'x2': empty cell"),
+    "extra_field": (b"x1,x2\n1,2\n3,4,5\n6,7\n", [], "row 3: 3 fields, but the header has 2"),
+    "short_row": (b"x1,x2\n1,2\n3,4\n6\n", [], "row 4: 1 field, but the header has 2"),
+    "blank_line": (b"x1,x2\n1,2\n\n3,x\n4,5\n", [], "row 4, column 'x2': 'x' is not a"),
+    "no_rows": (b"", [], "the file is empty"),
+    "header_only": (b"x1,x2\n", [], "header only, no data rows"),
+    "fewer_than_k": (b"x1,x2\n1,2\n", [], "1 rows, fewer than the K = 2 mixture components"),
+    "no_such_column": (b"a,b\n1,2\n3,4\n", ["a", "c"], "columns ['c'] not found"),
+    "twice": (b"x1,x1\n1,2\n3,4\n", [], "row 1: column name 'x1' appears twice"),
+    "binary": (b"x1,x2\n1,2\n\xff\xfe,3\n", [], "not a UTF-8 text file"),
+}
+
+
+def _write(directory: Path, name: str) -> Path:
+    path = directory / f"{name}.csv"
+    path.write_bytes(BAD_FILES[name][0])
+    return path
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_read_dataset_names_file_row_and_column(tmp_path: Path, name: str) -> None:
+    _, columns, message = BAD_FILES[name]
+    path = _write(tmp_path, name)
+    with pytest.raises(DataError) as err:
+        read_dataset(path, k=2, columns=columns)
+    text = str(err.value)
+    assert text.startswith(f"{path}: ")
+    assert message in text
+    assert "\n" not in text
+
+
+def test_read_dataset_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=f"{tmp_path / 'nope.csv'}: data file not found"):
+        read_dataset(tmp_path / "nope.csv", k=2)
+    with pytest.raises(DataError, match="is a directory"):
+        read_dataset(tmp_path, k=2)
+
+
+def test_read_dataset_accepts_quotes_spaces_and_bom(tmp_path: Path) -> None:
+    path = tmp_path / "ok.csv"
+    path.write_bytes(b'\xef\xbb\xbf"x1", x2\n" 1.5",2\n\n3,4e-1\n')
+    data = read_dataset(path, k=2)
+    assert data.y.tolist() == [[1.5, 2.0], [3.0, 0.4]]
+
+
+def _config(workdir: Path) -> dict[str, Any]:
+    datasets: dict[str, Any] = {
+        f"bad_{name}": {
+            "file": {"path": f"data/{name}.csv", "columns": BAD_FILES[name][1]},
+            "model": {"K": 2},
+        }
+        for name in BAD_FILES
+    }
+    datasets["good"] = {"file": {"path": "data/good.csv"}, "model": {"K": 2}}
+    return small_config(seed=3, datasets=datasets)
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One workflow run that ingests every bad file (and a good one), keeping going."""
+    workdir = tmp_path_factory.mktemp("ingest")
+    (workdir / "data").mkdir()
+    for name in BAD_FILES:
+        _write(workdir / "data", name)
+    (workdir / "data" / "good.csv").write_text("x1,x2\n1,2\n3,4\n5,6\n")
+    config = _config(workdir)
+    make_workflow(workdir, config)
+    targets = [f"results/data/{name}.csv" for name in config["datasets"]]
+    result = snakemake(workdir, "--cores", "2", "--keep-going", *targets)
+    assert result.returncode != 0
+    return workdir, output(result)
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_workflow_bad_file_fails_cleanly(ingested: tuple[Path, str], name: str) -> None:
+    workdir, text = ingested
+    log = (workdir / "logs" / "data" / f"bad_{name}.log").read_text()
+    message = f"DataError: data/{name}.csv: "
+    assert message in log
+    assert BAD_FILES[name][2] in log.split(message, 1)[1]
+    assert f"logs/data/bad_{name}.log" in text  # snakemake points at the log
+    assert f"data/{name}.csv: " in text  # and shows the failed log's message
+    assert not (workdir / "results" / "data" / f"bad_{name}.csv").exists()
+    assert not (workdir / "results" / "data" / f"bad_{name}.json").exists()
+    assert stray_temporaries(workdir / "results") == []
+
+
+@pytest.mark.workflow
+def test_workflow_good_file_is_ingested(ingested: tuple[Path, str]) -> None:
+    workdir, _ = ingested
+    assert (workdir / "results" / "data" / "good.csv").read_text().startswith("x1,x2\n1")
+
+
+@pytest.mark.workflow
+def test_workflow_missing_file_fails_before_any_job(tmp_path: Path) -> None:
+    config = small_config(
+        datasets={"mine": {"file": {"path": "data/absent.csv"}, "model": {"K": 2}}}
+    )
+    workdir = make_workflow(tmp_path / "wf", config)
+    result = snakemake(workdir, "--cores", "1", "results/data/mine.csv")
+    assert result.returncode != 0
+    text = output(result)
+    assert "config: 'datasets.mine.file.path' = 'data/absent.csv': data file not found" in text
+    assert str(workdir / "data" / "absent.csv") in text
+    assert not (workdir / "results").exists()

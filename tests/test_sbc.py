@@ -109,8 +109,11 @@ def test_exact_posterior_passes_and_too_narrow_one_fails():
     assert (mu["p_adjusted"] > 0.01).all(), mu
     narrow = summarize(_conjugate_sbc(300, kept, 0.5), kept, bins)
     assert (narrow.loc[narrow["parameter"].str.startswith("mu"), "p_adjusted"] < 1e-6).all()
+    assert mu["central_coverage"].between(0.72, 0.88).all()  # 80% intervals, 300 replications
     verdicts = method_verdicts(narrow[narrow["parameter"] != "theta[1]"])
-    assert verdicts.loc[0, "calibrated"] == "NO"
+    assert verdicts.loc[0, "uniformity_rejected"] == "YES"
+    assert verdicts.loc[0, "central_coverage"] < 0.6
+    assert verdicts.loc[0, "failed"] == 0
     assert "| method |" in markdown_table(verdicts)
 
 

@@ -189,6 +189,7 @@ def stan_inits(point: Mapping[str, Any], model_spec: Mapping[str, Any]) -> dict[
     """Initial values in stan/gmm.stan's parameter names from a point with ``mu``, ``theta``
     and optionally ``sigma`` and ``Omega`` (components sorted by mu[, 1] when ordered)."""
     mu, theta = np.asarray(point["mu"], dtype=float), np.asarray(point["theta"], dtype=float)
+    theta = np.clip(theta, 1e-8, None) / np.clip(theta, 1e-8, None).sum()  # CSV rounding
     extra = {n: np.asarray(point[n], dtype=float) for n in ("sigma", "Omega") if n in point}
     ordered = bool(model_spec.get("ordered", False))
     if ordered:

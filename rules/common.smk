@@ -60,10 +60,25 @@ FIT_DIR = "results/fits/{dataset}/{method}"
 
 def fit_outputs(**extra):
     """The files every fit writes, whatever its algorithm, plus `extra` ones."""
-    names = ("posterior.nc", "summary.csv", "diagnostics.json", "fit.json", *extra.values())
+    names = (
+        "posterior.nc",
+        "summary.csv",
+        "diagnostics.json",
+        "fit.json",
+        *extra.values(),
+    )
     outputs = {Path(n).stem.replace(".", "_"): f"{FIT_DIR}/{n}" for n in names}
     outputs["cmdstan"] = directory(f"{FIT_DIR}/cmdstan")
     return outputs
+
+
+def fit_inputs(wildcards):
+    """The executable, the data and, for a method with `init`, the fit it starts from."""
+    inputs = {"exe": "results/model/gmm", "data": f"results/data/{wildcards.dataset}.csv"}
+    init = config["methods"][wildcards.method].get("init")
+    if init:
+        inputs["init"] = f"results/fits/{wildcards.dataset}/{init}/posterior.nc"
+    return inputs
 
 
 def fit_threads(wildcards):

@@ -4,12 +4,12 @@ rule simulate:
         truth="results/data/{dataset}.json",
     log:
         "logs/data/{dataset}.log",
-    params:
-        spec=lambda wildcards: config["datasets"][wildcards.dataset],
     wildcard_constraints:
         dataset=_alternation(SIMULATED),
     conda:
         "../environment.yml"
+    params:
+        spec=lambda wildcards: config["datasets"][wildcards.dataset],
     script:
         "../scripts/simulate.py"
 
@@ -22,11 +22,11 @@ rule ingest:
         truth="results/data/{dataset}.json",
     log:
         "logs/data/{dataset}.log",
-    params:
-        spec=lambda wildcards: config["datasets"][wildcards.dataset],
     wildcard_constraints:
         dataset=_alternation(USER_FILES),
     conda:
         "../environment.yml"
+    params:
+        spec=lambda wildcards: config["datasets"][wildcards.dataset],
     script:
         "../scripts/ingest.py"

@@ -4,31 +4,33 @@
 
 rule optimize:
     input:
-        exe="results/model/gmm",
-        data="results/data/{dataset}.csv",
+        unpack(fit_inputs),
     output:
         **fit_outputs(),
     log:
         "logs/fits/{dataset}/{method}.log",
     benchmark:
         "results/benchmarks/{dataset}/{method}.tsv"
+    wildcard_constraints:
+        method=methods_of("optimize"),
+    conda:
+        "../environment.yml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
     params:
         dataset=dataset_spec,
         method=method_spec,
         seed=fit_seed,
         diagnostics=config["diagnostics"],
-    wildcard_constraints:
-        method=methods_of("optimize"),
-    conda:
-        "../environment.yml"
     script:
         "../scripts/fit.py"
 
 
 use rule optimize as sample with:
-    threads: fit_threads
     wildcard_constraints:
         method=methods_of("nuts"),
+    threads: fit_threads
 
 
 use rule optimize as variational with:

@@ -6,9 +6,12 @@ rule compile:
         versions="results/model/cmdstan.json",
     log:
         "logs/model/compile.log",
-    params:
-        options=config["compile"],
     conda:
         "../environment.yml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        options=config["compile"],
     script:
         "../scripts/compile.py"

@@ -1,7 +1,7 @@
 """Snakemake adapter: fit one dataset with one method through CmdStan."""
 
 from gmmpipe.data import read_dataset
-from gmmpipe.fit import fit_dataset
+from gmmpipe.fit import fit_dataset, inits_from
 from gmmpipe.workflow import log_to
 
 log_to(snakemake.log[0])
@@ -13,5 +13,6 @@ fit_dataset(
     method_spec=snakemake.params.method,
     seed=snakemake.params.seed,
     thresholds=snakemake.params.diagnostics,
+    inits=inits_from(snakemake.input.get("init")),
     outputs=dict(snakemake.output.items()),
 )

@@ -81,7 +81,9 @@ def test_simulate_mixture_any_k_d(k, d):
     assert data.y.shape == (20_000, d)
     for j in range(k):
         np.testing.assert_allclose(data.y[data.z == j].mean(axis=0), means[j], atol=0.05)
-    again = simulate({"generator": "mixture", "n": 20_000, "means": means, "weights": weights, "seed": 3})
+    again = simulate(
+        {"generator": "mixture", "n": 20_000, "means": means, "weights": weights, "seed": 3}
+    )
     np.testing.assert_array_equal(again.y, data.y)
 
 

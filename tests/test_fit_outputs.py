@@ -134,3 +134,13 @@ def test_optimize_gate_and_point_summary(fixtures):
 def test_stable_name():
     assert stable_name("gmm-20261125235734_1.csv") == "gmm_1.csv"
     assert stable_name("gmm-20261125235734_0-stdout.txt") == "gmm_0-stdout.txt"
+
+
+def test_threads_turn_on_reduce_sum():
+    from gmmpipe.fit import with_threads
+
+    model = {"K": 2, "grainsize": 0}
+    assert with_threads(model, {"threads_per_chain": 1}, 1000)["grainsize"] == 0
+    assert with_threads(model, {"threads_per_chain": 2}, 1000)["grainsize"] == 125
+    assert with_threads({"K": 2, "grainsize": 7}, {"threads_per_chain": 2}, 1000)["grainsize"] == 7
+    assert with_threads(model, {"algorithm": "advi"}, 1000)["grainsize"] == 0

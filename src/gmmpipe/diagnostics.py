@@ -112,7 +112,10 @@ def check(
     elif algorithm == "pathfinder":
         checks = [khat_check((draws.stats["lp"] - draws.stats["lp_approx"]).ravel(), thresholds)]
     else:
-        converged = "Optimization terminated normally" in console
+        converged = (  # CmdStan says "terminated normally" also when it hit the iteration limit
+            "Optimization terminated normally" in console
+            and "Maximum number of iterations hit" not in console
+        )
         checks = [_check("converged", converged, 1, converged)]
     failures = [
         f"{c['name']} = {c['value']:.4g} (threshold {c['threshold']:.4g})"

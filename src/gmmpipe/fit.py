@@ -64,11 +64,14 @@ class Draws:
         return {name: value for name, value in named.items() if value is not None}
 
 
-def _run_optimize(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path) -> Any:
+def _run_optimize(
+    model: Any, data: Mapping, spec: Mapping, seed: int, out: Path, inits: Any
+) -> Any:
     return model.optimize(
         data=data,
         seed=seed,
         output_dir=out,
+        inits=inits,
         algorithm=spec["optimizer"],
         iter=spec["iter"],
         jacobian=spec["jacobian"],
@@ -76,11 +79,12 @@ def _run_optimize(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path
     )
 
 
-def _run_nuts(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path) -> Any:
+def _run_nuts(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path, inits: Any) -> Any:
     return model.sample(
         data=data,
         seed=seed,
         output_dir=out,
+        inits=inits,
         chains=spec["chains"],
         parallel_chains=spec["parallel_chains"],
         threads_per_chain=spec["threads_per_chain"],
@@ -92,11 +96,12 @@ def _run_nuts(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path) ->
     )
 
 
-def _run_advi(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path) -> Any:
+def _run_advi(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path, inits: Any) -> Any:
     return model.variational(
         data=data,
         seed=seed,
         output_dir=out,
+        inits=inits,
         algorithm=spec["variational"],
         iter=spec["iter"],
         grad_samples=spec["grad_samples"],
@@ -111,11 +116,14 @@ def _run_advi(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path) ->
     )
 
 
-def _run_pathfinder(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path) -> Any:
+def _run_pathfinder(
+    model: Any, data: Mapping, spec: Mapping, seed: int, out: Path, inits: Any
+) -> Any:
     return model.pathfinder(
         data=data,
         seed=seed,
         output_dir=out,
+        inits=inits,
         num_paths=spec["num_paths"],
         draws=spec["draws"],
         max_lbfgs_iters=spec["max_lbfgs_iters"],
@@ -183,6 +191,31 @@ def _columns(frame: pd.DataFrame, name: str, shape: tuple[int, ...]) -> np.ndarr
     indices = np.ndindex(*shape)
     cols = [".".join([name, *(str(i + 1) for i in idx)]) for idx in indices]
     return frame[cols].to_numpy(dtype=float).reshape((len(frame), *shape))
+
+
+def with_threads(
+    model_spec: Mapping[str, Any], method_spec: Mapping[str, Any], n: int
+) -> Mapping[str, Any]:
+    """Turn on `reduce_sum` (grain size N / (4 threads)) when a method asks for several threads
+    per chain and the dataset's model sets no grain size of its own."""
+    threads = int(method_spec.get("threads_per_chain", 1))
+    if threads > 1 and not model_spec.get("grainsize"):
+        return {**model_spec, "grainsize": max(1, n // (4 * threads))}
+    return model_spec
+
+
+def inits_from(posterior: str | Path | None) -> dict[str, Any] | None:
+    """Initial values at the posterior mean of an earlier fit (e.g. the MAP); None: none."""
+    if posterior is None:
+        return None
+    idata = az.from_netcdf(posterior)
+    mean = idata.posterior.mean(("chain", "draw"))
+    theta = np.clip(mean["theta"].values, 1e-8, None)
+    point = {"mu": mean["mu"].values.tolist(), "theta": (theta / theta.sum()).tolist()}
+    for name in ("sigma", "Omega"):  # diagonal and full covariance
+        if name in mean:
+            point[name] = mean[name].values.tolist()
+    return point
 
 
 def stan_inits(point: Mapping[str, Any], model_spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -284,20 +317,22 @@ def fit_dataset(
     seed: int,
     thresholds: Mapping[str, Any],
     outputs: Mapping[str, str | Path],
+    inits: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit `dataset` with one method and write all of the fit's outputs.
 
     `outputs` maps ``posterior``, ``summary``, ``diagnostics``, ``fit``, ``cmdstan`` (a
     directory for CmdStan's CSVs and console output) and, for ADVI, ``elbo`` to paths.
     Nothing is written unless CmdStan ran; with ``strict`` a failed diagnostics gate raises
-    :class:`FitError` and writes nothing either.
+    :class:`FitError` and writes nothing either. `inits` (e.g. from :func:`inits_from`) sets
+    the initial values; None leaves CmdStan's random inits.
     """
     from cmdstanpy import write_stan_json
 
     from gmmpipe.cmdstan import cmdstan_versions, load_model
 
     algorithm = method_spec["algorithm"]
-    model_spec = dataset_spec["model"]
+    model_spec = with_threads(dataset_spec["model"], method_spec, dataset.n)
     k, d = int(model_spec["K"]), dataset.d
     model = load_model(exe_file)
     cmdstan_dir = Path(outputs["cmdstan"])
@@ -305,9 +340,11 @@ def fit_dataset(
         scratch.mkdir()
         data_file = scratch / "data.json"  # not cmdstanpy's /tmp, which a kill -9 leaves
         write_stan_json(str(data_file), stan_data(dataset, model_spec))
+        if inits is not None:
+            inits = stan_inits(inits, model_spec)
         start = time.perf_counter()
         try:
-            result = RUNNERS[algorithm](model, str(data_file), method_spec, seed, scratch)
+            result = RUNNERS[algorithm](model, str(data_file), method_spec, seed, scratch, inits)
         except RuntimeError as err:
             raise FitError(f"CmdStan {algorithm} failed: {err}") from err
         wall_time = time.perf_counter() - start

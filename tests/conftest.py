@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import slurm_cluster
 
 from gmmpipe.cmdstan import INSTALL_HINT, cmdstan_available
 
@@ -18,6 +19,10 @@ _REQUIREMENTS = {
     "browser": (
         lambda: shutil.which("chromium") is not None,
         "Debian's chromium is not installed (apt-get install chromium)",
+    ),
+    "slurm": (
+        slurm_cluster.available,
+        "a one-node SLURM test cluster " + slurm_cluster.REQUIREMENT,
     ),
 }
 _skipped: dict[str, int] = {}

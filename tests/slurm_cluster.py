@@ -15,6 +15,7 @@ the cluster's jobs and ends exactly the daemons started here, by their process i
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
+LOCK = Path(tempfile.gettempdir()) / "gmmpipe-slurm-test.lock"
 MARKER = "# Written by gmmpipe's tests/slurm_cluster.py for a throw-away test cluster."
 PACKAGES = ("slurm-wlm", "munge")
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
@@ -291,11 +293,16 @@ class Cluster:
 
 @contextlib.contextmanager
 def one_node() -> Iterator[Cluster]:
-    """A started one-node cluster, stopped (and its directory removed) on exit, even on error."""
-    cluster = Cluster(Path(tempfile.mkdtemp(prefix="gmmpipe-slurm-")))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.root, ignore_errors=True)
+    """A started one-node cluster, stopped (and its directory removed) on exit, even on error.
+
+    Test sessions on the same host take turns (they would share /etc/slurm/slurm.conf).
+    """
+    with LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cluster = Cluster(Path(tempfile.mkdtemp(prefix="gmmpipe-slurm-")))
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()
+            shutil.rmtree(cluster.root, ignore_errors=True)

@@ -104,20 +104,24 @@ transformed data {
 parameters {
   ordered[order_means ? K : 0] mu_first; // first coordinates of the means, when ordered
   matrix[K, D - order_means] mu_free; // the other coordinates (all when not ordered)
-  simplex[K] theta;
+  vector[K - 1] phi; // log theta_k - log theta_1, k = 2..K
   matrix<lower=0>[covariance > 0 ? K : 0, D] sigma; // row k: scales of component k
   array[covariance == 2 ? K : 0] cholesky_factor_corr[D] L_Omega;
 }
 transformed parameters {
   matrix[K, D] mu = order_means ? append_col(mu_first, mu_free) : mu_free; // row k: mean k
+  // The weights through a softmax, so that log theta stays finite where theta underflows.
+  vector[K] log_theta = log_softmax(append_row(0, phi));
+  simplex[K] theta = exp(log_theta);
 }
 model {
   matrix[K, 1 + P] coef = gaussian_coefficients(mu, sigma, L_Omega,
                                                 covariance);
-  vector[K] a = log(theta) + coef[ : , 1];
+  vector[K] a = log_theta + coef[ : , 1];
   matrix[K, P] beta = coef[ : , 2 : (1 + P)];
   to_vector(mu) ~ normal(0, mu_sd);
-  theta ~ dirichlet(rep_vector(alpha, K));
+  // theta ~ dirichlet(alpha) on the scale of phi: the softmax's Jacobian is prod_k theta_k
+  target += alpha * sum(log_theta);
   if (sigma_prior == 0) {
     to_vector(sigma) ~ lognormal(sigma_location, sigma_scale);
   } else {
@@ -140,9 +144,11 @@ generated quantities {
     matrix[K, 1 + P] coef = gaussian_coefficients(mu, sigma, L_Omega,
                                                   covariance);
     matrix[N, K] eta = x * coef[ : , 2 : (1 + P)]'
-                       + rep_matrix((log(theta) + coef[ : , 1])', N);
+                       + rep_matrix((log_theta + coef[ : , 1])', N);
     for (n in 1 : N) {
-      log_lik[n] = log_sum_exp(eta[n]) - 0.5 * D * log(2 * pi());
+      // the identity covariance's features leave out -y_n y_n' / 2
+      log_lik[n] = log_sum_exp(eta[n]) - 0.5 * D * log(2 * pi())
+                   - (covariance == 0 ? 0.5 * dot_self(y[n]) : 0);
       p_z[n] = softmax(eta[n]');
     }
   }

@@ -56,6 +56,8 @@ def _reference_log_density(y, params, model):
     alpha = model["alpha"]
     if k > 1:
         prior += gammaln(alpha * k) - k * gammaln(alpha) + ((alpha - 1) * np.log(theta)).sum()
+        # theta = softmax(0, phi) is sampled on the scale of phi; the Jacobian is prod_k theta_k
+        prior += np.log(theta).sum()
     if "sigma" in params:
         loc, scale = model["sigma_location"], model["sigma_scale"]
         if model["sigma_prior"] == "lognormal":
@@ -94,7 +96,8 @@ def _random_parameters(rng, k, d, covariance, ordered):
             corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
             chol.append(np.linalg.cholesky(corr))
         params["L_Omega"] = np.array(chol)
-    stan = {name: value for name, value in params.items() if name != "mu"}
+    stan = {name: value for name, value in params.items() if name not in ("mu", "theta")}
+    stan["phi"] = np.log(params["theta"][1:]) - np.log(params["theta"][0])
     stan["mu_first"] = mu[:, 0] if ordered else np.zeros(0)
     stan["mu_free"] = mu[:, 1:] if ordered else mu
     stan.setdefault("sigma", np.zeros((0, d)))
@@ -151,15 +154,17 @@ def test_log_density_equals_plain_log_sum_exp(gmm_exe, covariance, k, d, grainsi
 
 
 @pytest.mark.cmdstan
-def test_membership_probabilities(gmm_exe, tmp_path):
+def test_membership_probabilities_and_log_lik(gmm_exe, tmp_path):
     data = simulate_seed_notebook(100)
     spec = {"K": 2, "mu_sd": 1.0, "alpha": 0.1, "membership": True}
     model = load_model(gmm_exe)
-    fit = model.optimize(data=stan_data(data, spec), seed=1, output_dir=tmp_path)
-    p_z = fit.stan_variable("p_z")
-    assert p_z.shape == (100, 2)
-    np.testing.assert_allclose(p_z.sum(axis=1), 1, rtol=1e-6)
-    assert fit.stan_variable("log_lik").shape == (100,)
+    fit = model.optimize(data=stan_data(data, spec), seed=1, output_dir=tmp_path, sig_figs=15)
+    mu, theta = fit.stan_variable("mu"), fit.stan_variable("theta")
+    comp = np.stack([norm.logpdf(data.y, mu[k], 1).sum(axis=1) for k in range(2)], axis=1)
+    comp += np.log(theta)
+    np.testing.assert_allclose(fit.stan_variable("log_lik"), logsumexp(comp, axis=1), rtol=1e-8)
+    expected = np.exp(comp - logsumexp(comp, axis=1, keepdims=True))
+    np.testing.assert_allclose(fit.stan_variable("p_z"), expected, atol=1e-8)
 
 
 def _fit(tmp_path, config, dataset, method, gmm_exe, **overrides):

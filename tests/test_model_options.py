@@ -124,11 +124,13 @@ def test_stan_inits_use_stan_parameter_names():
         "Omega": [np.eye(2), [[1.0, 0.5], [0.5, 1.0]]],
     }
     plain = stan_inits(point, {"covariance": "identity"})
-    assert set(plain) == {"mu_free", "theta"}
+    assert set(plain) == {"mu_free", "phi"}
+    np.testing.assert_allclose(plain["phi"], [np.log(0.6 / 0.4)])
     ordered = stan_inits(point, {"covariance": "full", "ordered": True})
     assert ordered["mu_first"] == [-1.0, 1.0]
     assert ordered["mu_free"] == [[0.0], [2.0]]
-    assert ordered["theta"] == [0.6, 0.4] and ordered["sigma"][0] == [3.0, 4.0]
+    np.testing.assert_allclose(ordered["phi"], [np.log(0.4 / 0.6)])
+    assert ordered["sigma"][0] == [3.0, 4.0]
     np.testing.assert_allclose(np.asarray(ordered["L_Omega"][0])[1], [0.5, np.sqrt(0.75)])
 
 

@@ -229,7 +229,11 @@ def stan_inits(point: Mapping[str, Any], model_spec: Mapping[str, Any]) -> dict[
         order = np.argsort(mu[:, 0], kind="stable")
         mu, theta = mu[order], theta[order]
         extra = {n: v[order] for n, v in extra.items()}
-    inits: dict[str, Any] = {"theta": theta, "mu_free": mu[:, 1:] if ordered else mu}
+    log_theta = np.log(theta)
+    inits: dict[str, Any] = {
+        "phi": log_theta[1:] - log_theta[0],
+        "mu_free": mu[:, 1:] if ordered else mu,
+    }
     if ordered:
         inits["mu_first"] = mu[:, 0]
     covariance = model_spec.get("covariance", "identity")

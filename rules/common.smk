@@ -124,6 +124,7 @@ FIGURE_NEEDS = {
     "vi_contours": [VI],
     "posterior_means": [ALGORITHMS],
     "marginals": [("nuts",), VI],
+    "density": [("nuts",)],
 }
 TABLES = "results/tables/{dataset}"
 FIGURE = "results/figures/{dataset}/{name}.png"

@@ -42,6 +42,24 @@ use rule plot_data as plot_nuts_mu with:
         settings=config["plots"],
 
 
+use rule plot_data as plot_density with:
+    input:
+        data="results/data/{dataset}.csv",
+        truth="results/data/{dataset}.json",
+        posteriors=fit_files("posterior.nc", "nuts"),
+        fits=fit_files("fit.json", "nuts"),
+    output:
+        png=figure("density", "NUTS", "fitted mixture density"),
+    log:
+        "logs/figures/{dataset}/density.log",
+    benchmark:
+        "results/benchmarks/figures/{dataset}/density.tsv"
+    params:
+        figure="density",
+        methods=fit_methods("nuts"),
+        settings=config["plots"],
+
+
 use rule plot_data as plot_weights with:
     input:
         data="results/data/{dataset}.csv",

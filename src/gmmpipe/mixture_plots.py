@@ -95,10 +95,13 @@ def plot_fitted_density(
         lo, hi = np.quantile(y[:, j], [0.001, 0.999])
         pad = 0.15 * (hi - lo + 1e-9)
         grid = np.linspace(lo - pad, hi + pad, 300)
-        ax.hist(y[:, j], bins=min(80, max(10, len(y) // 10)), density=True, color="0.75")
+        bins = min(80, max(10, len(y) // 10))
+        ax.hist(y[:, j], bins=bins, density=True, color="0.88", edgecolor="0.7", lw=0.4)
         dens = marginal_densities(grid, arrays, j)
         band = np.quantile(dens, [0.05, 0.95], axis=0)
-        ax.fill_between(grid, band[0], band[1], color="black", alpha=0.2, lw=0)
+        ax.fill_between(
+            grid, band[0], band[1], color="#56B4E9", alpha=0.45, lw=0, label="90% of draws"
+        )
         ax.plot(grid, dens.mean(axis=0), color="black", lw=1.8, label="fitted mixture")
         for i in range(k):
             comp = mean["theta"][i] * stats.norm.pdf(

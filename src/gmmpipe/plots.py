@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from gmmpipe.io import atomic_path, read_json
+from gmmpipe.mixture_plots import plot_fitted_density
 from gmmpipe.summarize import (
     MethodFit,
     align_components,
@@ -671,6 +672,9 @@ FIGURES: dict[str, Builder] = {
         y, fits, truth, max_points=mp
     ),
     "marginals": lambda y, fits, truth, mp: plot_marginals(fits),
+    "density": lambda y, fits, truth, mp: plot_fitted_density(
+        y, fits[reference_method(fits)].posterior, max_points=mp
+    ),
     "trace": lambda y, fits, truth, mp: plot_nuts_trace(next(iter(fits.values()))),
     "rank": lambda y, fits, truth, mp: plot_nuts_rank(next(iter(fits.values()))),
 }

@@ -57,15 +57,9 @@ def fixtures() -> Path:
 
 
 @pytest.fixture(scope="session")
-def gmm_exe(request: pytest.FixtureRequest) -> Path:
-    """stan/gmm.stan compiled once, cached across runs by the program's hash (needs CmdStan)."""
-    import hashlib
+def gmm_exe(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """stan/gmm.stan compiled once by the workflow's own compile rule, cached across runs
+    (the same executable the workflow tests install; needs CmdStan)."""
+    from workflow_helpers import compiled_model
 
-    from gmmpipe.cmdstan import compile_model, find_cmdstan
-
-    stan_file = ROOT / "stan" / "gmm.stan"
-    key = hashlib.sha256(stan_file.read_bytes() + str(find_cmdstan()).encode()).hexdigest()[:16]
-    exe = Path(request.config.cache.mkdir("gmm_exe")) / key / "gmm"
-    if not exe.exists():
-        compile_model(stan_file, exe)
-    return exe
+    return compiled_model(request.config.cache, tmp_path_factory.mktemp("model")) / "gmm"

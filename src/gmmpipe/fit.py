@@ -6,7 +6,7 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,78 +64,40 @@ class Draws:
         return {name: value for name, value in named.items() if value is not None}
 
 
-def _run_optimize(
-    model: Any, data: Mapping, spec: Mapping, seed: int, out: Path, inits: Any
+def _cmdstan_settings(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The CmdStanModel method of a validated method config and its algorithm's arguments."""
+    algorithm = spec["algorithm"]
+    if algorithm == "optimize":
+        return "optimize", {
+            "algorithm": spec["optimizer"],
+            "iter": spec["iter"],
+            "jacobian": spec["jacobian"],
+            "require_converged": False,
+        }
+    if algorithm == "nuts":
+        keys = ("chains", "parallel_chains", "threads_per_chain", "iter_warmup", "iter_sampling")
+        return "sample", {
+            **{key: spec[key] for key in (*keys, "adapt_delta", "max_treedepth")},
+            "show_progress": False,
+        }
+    if algorithm == "advi":
+        keys = ("iter", "grad_samples", "elbo_samples", "eta", "adapt_iter", "tol_rel_obj")
+        return "variational", {
+            **{key: spec[key] for key in (*keys, "eval_elbo")},
+            "algorithm": spec["variational"],
+            "adapt_engaged": spec["eta"] is None,
+            "draws": spec["output_samples"],
+            "require_converged": False,
+        }
+    return "pathfinder", {key: spec[key] for key in ("num_paths", "draws", "max_lbfgs_iters")}
+
+
+def run_cmdstan(
+    model: Any, data: str, spec: Mapping[str, Any], seed: int, out: Path, inits: Any
 ) -> Any:
-    return model.optimize(
-        data=data,
-        seed=seed,
-        output_dir=out,
-        inits=inits,
-        algorithm=spec["optimizer"],
-        iter=spec["iter"],
-        jacobian=spec["jacobian"],
-        require_converged=False,
-    )
-
-
-def _run_nuts(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path, inits: Any) -> Any:
-    return model.sample(
-        data=data,
-        seed=seed,
-        output_dir=out,
-        inits=inits,
-        chains=spec["chains"],
-        parallel_chains=spec["parallel_chains"],
-        threads_per_chain=spec["threads_per_chain"],
-        iter_warmup=spec["iter_warmup"],
-        iter_sampling=spec["iter_sampling"],
-        adapt_delta=spec["adapt_delta"],
-        max_treedepth=spec["max_treedepth"],
-        show_progress=False,
-    )
-
-
-def _run_advi(model: Any, data: Mapping, spec: Mapping, seed: int, out: Path, inits: Any) -> Any:
-    return model.variational(
-        data=data,
-        seed=seed,
-        output_dir=out,
-        inits=inits,
-        algorithm=spec["variational"],
-        iter=spec["iter"],
-        grad_samples=spec["grad_samples"],
-        elbo_samples=spec["elbo_samples"],
-        eta=spec["eta"],
-        adapt_engaged=spec["eta"] is None,
-        adapt_iter=spec["adapt_iter"],
-        tol_rel_obj=spec["tol_rel_obj"],
-        eval_elbo=spec["eval_elbo"],
-        draws=spec["output_samples"],
-        require_converged=False,
-    )
-
-
-def _run_pathfinder(
-    model: Any, data: Mapping, spec: Mapping, seed: int, out: Path, inits: Any
-) -> Any:
-    return model.pathfinder(
-        data=data,
-        seed=seed,
-        output_dir=out,
-        inits=inits,
-        num_paths=spec["num_paths"],
-        draws=spec["draws"],
-        max_lbfgs_iters=spec["max_lbfgs_iters"],
-    )
-
-
-RUNNERS: dict[str, Callable[..., Any]] = {
-    "optimize": _run_optimize,
-    "nuts": _run_nuts,
-    "advi": _run_advi,
-    "pathfinder": _run_pathfinder,
-}
+    """Run one CmdStan method with its settings from `spec`, writing into `out`."""
+    method, settings = _cmdstan_settings(spec)
+    return getattr(model, method)(data=data, seed=seed, output_dir=out, inits=inits, **settings)
 
 
 def read_draws(csv_files: list[Path], algorithm: str, k: int, d: int) -> Draws:
@@ -348,7 +310,7 @@ def fit_dataset(
             inits = stan_inits(inits, model_spec)
         start = time.perf_counter()
         try:
-            result = RUNNERS[algorithm](model, str(data_file), method_spec, seed, scratch, inits)
+            result = run_cmdstan(model, str(data_file), method_spec, seed, scratch, inits)
         except RuntimeError as err:
             raise FitError(f"CmdStan {algorithm} failed: {err}") from err
         wall_time = time.perf_counter() - start

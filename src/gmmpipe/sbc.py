@@ -240,7 +240,7 @@ def _fit(
     A method with an ``init_method`` (see :func:`check_sbc_config`) starts at that fit's
     posterior mean, as in the pipeline.
     """
-    from gmmpipe.fit import RUNNERS, read_draws, stan_inits
+    from gmmpipe.fit import read_draws, run_cmdstan, stan_inits
 
     k = int(model_spec["K"])
     inits = None
@@ -248,11 +248,11 @@ def _fit(
         init_spec = spec["init_method"]
         init_out = out / "init"
         init_out.mkdir()
-        RUNNERS[init_spec["algorithm"]](model, str(data_file), init_spec, seed, init_out, None)
+        run_cmdstan(model, str(data_file), init_spec, seed, init_out, None)
         start = read_draws(sorted(init_out.glob("*.csv")), init_spec["algorithm"], k, d)
         point = {n: v.mean(axis=(0, 1)) for n, v in start.components().items()}
         inits = stan_inits(point, model_spec)
-    RUNNERS[spec["algorithm"]](model, str(data_file), spec, seed, out, inits)
+    run_cmdstan(model, str(data_file), spec, seed, out, inits)
     draws = read_draws(sorted(out.glob("*.csv")), spec["algorithm"], k, d)
     return {n: v.reshape(-1, *v.shape[2:]) for n, v in draws.components().items()}
 

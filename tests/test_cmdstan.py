@@ -120,6 +120,7 @@ def _random_parameters(rng, k, d, covariance, ordered):
         ("diagonal", 2, 1, 0, False),
         ("diagonal", 2, 2, 7, False),
         ("diagonal", 3, 3, 0, True),
+        ("diagonal", 2, 1, 0, True),
         ("full", 1, 3, 0, False),
         ("full", 2, 1, 0, False),
         ("full", 2, 2, 0, False),

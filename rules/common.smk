@@ -74,7 +74,10 @@ def fit_outputs(**extra):
 
 def fit_inputs(wildcards):
     """The executable, the data and, for a method with `init`, the fit it starts from."""
-    inputs = {"exe": "results/model/gmm", "data": f"results/data/{wildcards.dataset}.csv"}
+    inputs = {
+        "exe": "results/model/gmm",
+        "data": f"results/data/{wildcards.dataset}.csv",
+    }
     init = config["methods"][wildcards.method].get("init")
     if init:
         inputs["init"] = f"results/fits/{wildcards.dataset}/{init}/posterior.nc"

@@ -155,3 +155,23 @@ def test_fitted_density_figure(tmp_path, d, with_omega):
     fig = plot_fitted_density(data.y, posterior)
     fig.savefig(tmp_path / "density.png")
     assert (tmp_path / "density.png").stat().st_size > 10_000
+
+
+@pytest.mark.workflow
+def test_bad_sbc_section_fails_only_the_sbc_target(tmp_path, root):
+    """A config without the SBC's methods still builds its default target; `sbc` says why not."""
+    import subprocess
+    import sys
+
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    config["methods"] = {"map": {"algorithm": "optimize"}}
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "stan").symlink_to(root / "stan")
+    base = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "-n"]
+    base += ["--directory", str(tmp_path), "--profile", str(root / "profiles" / "default")]
+    default = subprocess.run(base, capture_output=True, text=True)
+    assert default.returncode == 0, default.stderr
+    sbc = subprocess.run([*base, "sbc"], capture_output=True, text=True)
+    assert sbc.returncode != 0
+    assert "'sbc.methods' names 'nuts'" in sbc.stdout + sbc.stderr

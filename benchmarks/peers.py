@@ -15,10 +15,13 @@ the peers the textbook form (one N x K matrix product, then logsumexp). Every ru
 
 Compile/JIT time is reported apart from sampling time: CmdStan's compile is a fresh build;
 nutpie's is ``compile_pymc_model``; PyMC's and NumPyro's is the wall time of a first tiny run
-(2 warmup + 2 draws), which fills PyMC's compile cache and JAX's jit cache (any re-compile
-in the full run is counted in its wall time).
+(2 warmup + 2 draws), which fills PyMC's compile cache; NumPyro re-compiles on every run, so a
+second tiny run's time is taken off its full run's wall and CPU time.
 
-Draws are relabelled with :mod:`gmmpipe.relabel` before ESS and R-hat. Writes <out>/peers.csv,
+Under a shared machine's load, wall time depends on what else runs; the CPU time (user + system,
+the sampling process and its children) of the sampling phase is reported too, and ESS per CPU
+second is the load-robust comparison. Draws are relabelled with :mod:`gmmpipe.relabel` before
+ESS and R-hat. Writes <out>/peers.csv,
 <out>/peers.md and <out>/peers_scaling.png (results are appended to an existing peers.csv,
 replacing rows of the same framework and dataset).
 """
@@ -26,15 +29,19 @@ replacing rows of the same framework and dataset).
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import logging
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +53,7 @@ from gmmpipe.relabel import apply_permutations, relabel_permutations
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "benchmarks" / "results" / "build"
-FRAMEWORKS = ("cmdstan", "pymc", "nutpie", "numpyro")
+FRAMEWORKS = ("cmdstan", "pymc", "nutpie", "numpyro", "cmdstan_dense")
 CHAINS, WARMUP, DRAWS, CORES = 4, 1000, 1000, 2
 ALPHA = 0.1
 logger = logging.getLogger("benchmarks.peers")
@@ -68,27 +75,46 @@ def dataset(name: str) -> tuple[Dataset, float]:
     raise ValueError(f"unknown dataset {name!r}")
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its waited-for children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 # --- one framework in its own process --------------------------------------------------------
 
 
-def run_cmdstan(y: np.ndarray, mu_sd: float, seed: int) -> dict[str, Any]:
+def stan_executable() -> Path:
+    """`stan/gmm.stan` compiled with STAN_THREADS, cached by the program's SHA-256.
+
+    A fresh build is timed once; its time is kept in a JSON file beside the executable.
+    """
+    from gmmpipe.cmdstan import compile_model
+
+    stan = ROOT / "stan" / "gmm.stan"
+    exe = BUILD / f"gmm-{hashlib.sha256(stan.read_bytes()).hexdigest()[:12]}"
+    if not exe.exists() or not exe.with_suffix(".json").exists():
+        start = time.perf_counter()
+        compile_model(stan, exe)
+        exe.with_suffix(".json").write_text(json.dumps({"compile_s": time.perf_counter() - start}))
+    return exe
+
+
+def run_cmdstan(y: np.ndarray, mu_sd: float, seed: int, metric: str = "diag_e") -> dict[str, Any]:
     """The project's Stan program, 4 chains on 2 threads in one CmdStan process."""
     import cmdstanpy
 
-    from gmmpipe.cmdstan import compile_model, find_cmdstan
+    from gmmpipe.cmdstan import find_cmdstan
     from gmmpipe.data import stan_data
 
     cmdstanpy.set_cmdstan_path(str(find_cmdstan()))
-    exe, record = BUILD / "gmm", BUILD / "compile.json"
-    if not exe.exists() or not record.exists():
-        start = time.perf_counter()
-        compile_model(ROOT / "stan" / "gmm.stan", exe)
-        record.write_text(json.dumps({"compile_s": time.perf_counter() - start}))
-    compile_s = json.loads(record.read_text())["compile_s"]
+    exe = stan_executable()
+    compile_s = json.loads(exe.with_suffix(".json").read_text())["compile_s"]
     model = cmdstanpy.CmdStanModel(exe_file=str(exe))
     data = stan_data(Dataset(y=y), {"K": 2, "mu_sd": mu_sd, "alpha": ALPHA})
     with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         fit = model.sample(
             data=data,
             chains=CHAINS,
@@ -96,11 +122,12 @@ def run_cmdstan(y: np.ndarray, mu_sd: float, seed: int) -> dict[str, Any]:
             iter_warmup=WARMUP,
             iter_sampling=DRAWS,
             seed=seed,
+            metric=metric,
             output_dir=out,
             show_progress=False,
         )
         draws = fit.draws()  # (draw, chain, column); parsing the CSVs counts as run time
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     cols = {name: i for i, name in enumerate(fit.column_names)}
     k, d = 2, y.shape[1]
     mu = np.stack(
@@ -113,7 +140,9 @@ def run_cmdstan(y: np.ndarray, mu_sd: float, seed: int) -> dict[str, Any]:
     theta = np.stack([draws[:, :, cols[f"theta[{i + 1}]"]] for i in range(k)], -1)
     return {
         "compile_s": compile_s,
+        "stan_program": exe.name,
         "wall_s": wall,
+        "cpu_s": cpu,
         "mu": mu.swapaxes(0, 1),
         "theta": theta.swapaxes(0, 1),
         "lp": draws[:, :, cols["lp__"]].T,
@@ -160,10 +189,10 @@ def run_pymc(y: np.ndarray, mu_sd: float, seed: int) -> dict[str, Any]:
         start = time.perf_counter()
         pm.sample(draws=2, tune=2, random_seed=seed + 1, **kwargs)
         compile_s = time.perf_counter() - start
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         idata = pm.sample(draws=DRAWS, tune=WARMUP, random_seed=seed, **kwargs)
-        wall = time.perf_counter() - start
-    return {"compile_s": compile_s, "wall_s": wall, **_arviz_draws(idata)}
+        wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    return {"compile_s": compile_s, "wall_s": wall, "cpu_s": cpu, **_arviz_draws(idata)}
 
 
 def run_nutpie(y: np.ndarray, mu_sd: float, seed: int) -> dict[str, Any]:
@@ -178,7 +207,7 @@ def run_nutpie(y: np.ndarray, mu_sd: float, seed: int) -> dict[str, Any]:
         **({"gradient_backend": "jax"} if backend == "jax" else {}),
     )
     compile_s = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     idata = nutpie.sample(
         compiled,
         chains=CHAINS,
@@ -188,11 +217,11 @@ def run_nutpie(y: np.ndarray, mu_sd: float, seed: int) -> dict[str, Any]:
         seed=seed,
         progress_bar=False,
     )
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     out = _arviz_draws(idata)
     if out["lp"] is None and "logp" in idata.sample_stats:
         out["lp"] = idata.sample_stats["logp"].to_numpy()
-    return {"compile_s": compile_s, "wall_s": wall, **out}
+    return {"compile_s": compile_s, "wall_s": wall, "cpu_s": cpu, **out}
 
 
 def run_numpyro(y: np.ndarray, mu_sd: float, seed: int) -> dict[str, Any]:
@@ -232,14 +261,21 @@ def run_numpyro(y: np.ndarray, mu_sd: float, seed: int) -> dict[str, Any]:
     start = time.perf_counter()
     sample(2, 2, seed + 1)
     compile_s = time.perf_counter() - start
-    start = time.perf_counter()
+    # Each run re-traces and re-compiles (a new pmap); a second tiny run measures that cost,
+    # which is then taken off the full run's wall and CPU time.
+    start, cpu = time.perf_counter(), cpu_seconds()
+    sample(2, 2, seed + 2)
+    rejit, rejit_cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    start, cpu = time.perf_counter(), cpu_seconds()
     mcmc = sample(WARMUP, DRAWS, seed)
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start - rejit
+    cpu = cpu_seconds() - cpu - rejit_cpu
     samples = mcmc.get_samples(group_by_chain=True)
     extra = mcmc.get_extra_fields(group_by_chain=True)
     return {
         "compile_s": compile_s,
         "wall_s": wall,
+        "cpu_s": cpu,
         "mu": np.asarray(samples["mu"]),
         "theta": np.asarray(samples["theta"]),
         "lp": -np.asarray(extra["potential_energy"]),
@@ -248,7 +284,14 @@ def run_numpyro(y: np.ndarray, mu_sd: float, seed: int) -> dict[str, Any]:
     }
 
 
-RUNNERS = {"cmdstan": run_cmdstan, "pymc": run_pymc, "nutpie": run_nutpie, "numpyro": run_numpyro}
+RUNNERS: dict[str, Callable[[np.ndarray, float, int], dict[str, Any]]] = {
+    "cmdstan": run_cmdstan,
+    "pymc": run_pymc,
+    "nutpie": run_nutpie,
+    "numpyro": run_numpyro,
+    # not a peer: the same Stan program with a dense mass matrix (a sampler setting)
+    "cmdstan_dense": functools.partial(run_cmdstan, metric="dense_e"),
+}
 
 
 def run_one(framework: str, name: str, seed: int, out: Path) -> None:
@@ -303,11 +346,14 @@ def measure(framework: str, name: str, seed: int) -> dict[str, Any]:
         "wall_s": meta["wall_s"],
         "min_ess_bulk": min_ess,
         "ess_per_s": min_ess / meta["wall_s"],
+        "cpu_s": meta["cpu_s"],
+        "ess_per_cpu_s": min_ess / meta["cpu_s"],
         "max_rhat": float(max(rhat[v].max() for v in rhat.data_vars)),
         "steps_per_draw": float(steps.mean()) if steps is not None else float("nan"),
         "divergences": meta.get("divergences", 0),
         "load_avg_before": load_before,
         "load_avg_after": load_avg(),
+        "stan_program": meta.get("stan_program", ""),
     }
     params = {f"mu[{i + 1},{j + 1}]": mu[:, :, i, j] for i in range(k) for j in range(d)}
     params |= {f"theta[{i + 1}]": theta[:, :, i] for i in range(k)}
@@ -346,6 +392,8 @@ MD_COLUMNS = {
     "wall_s": "sampling wall (s)",
     "min_ess_bulk": "min ESS bulk",
     "ess_per_s": "ESS/s",
+    "cpu_s": "sampling CPU (s)",
+    "ess_per_cpu_s": "ESS per CPU s",
     "max_rhat": "max R-hat",
     "steps_per_draw": "leapfrog/draw",
     "max_dev_cmdstan_sd": "max |mean - CmdStan| (CmdStan sd)",
@@ -415,7 +463,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--datasets", nargs="+", default=["seed_small", "seed_large"])
-    parser.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
+    parser.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS[:4]), choices=FRAMEWORKS)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from peers import BUILD, ROOT, dataset, load_avg, to_markdown
+from peers import ROOT, dataset, load_avg, stan_executable, to_markdown
 
 from gmmpipe.data import stan_data
 
@@ -33,13 +33,10 @@ GRADIENT = re.compile(r"Gradient evaluation took ([0-9.eE+-]+) seconds")
 def _model() -> Any:
     import cmdstanpy
 
-    from gmmpipe.cmdstan import compile_model, find_cmdstan
+    from gmmpipe.cmdstan import find_cmdstan
 
     cmdstanpy.set_cmdstan_path(str(find_cmdstan()))
-    exe = BUILD / "gmm"
-    if not exe.exists():
-        compile_model(ROOT / "stan" / "gmm.stan", exe)  # STAN_THREADS on
-    return cmdstanpy.CmdStanModel(exe_file=str(exe))
+    return cmdstanpy.CmdStanModel(exe_file=str(stan_executable()))  # STAN_THREADS on
 
 
 def measure(name: str, grainsize: int, threads: int, seed: int) -> dict[str, Any]:
@@ -65,7 +62,7 @@ def measure(name: str, grainsize: int, threads: int, seed: int) -> dict[str, Any
         )
         wall = time.perf_counter() - start
         console = "".join(Path(f).read_text() for f in fit.runset.stdout_files)
-    draws = fit.draws()  # (warmup + draws, 1, columns)
+        draws = fit.draws(inc_warmup=True)  # (warmup + draws, 1, columns)
     cols = {c: i for i, c in enumerate(fit.column_names)}
     steps = float(draws[:, 0, cols["n_leapfrog__"]].sum())
     kept = draws[1000:, :, :].swapaxes(0, 1)  # (chain, draw, column)

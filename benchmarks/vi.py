@@ -138,6 +138,7 @@ def compare(table: pd.DataFrame, peers_csv: Path) -> pd.DataFrame:
         return table
     peers = pd.read_csv(peers_csv)
     table = table.copy()
+    table["max_dev_nuts_sd"] = np.nan
     for idx, row in table.iterrows():
         ref = peers[(peers["framework"] == "cmdstan") & (peers["dataset"] == row["dataset"])]
         if ref.empty:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 _REQUIREMENTS = {
-    "cmdstan": (cmdstan_available, "CmdStan not found. " + INSTALL_HINT),
+    "cmdstan": (cmdstan_available, INSTALL_HINT),
     "browser": (
         lambda: shutil.which("chromium") is not None,
         "Debian's chromium is not installed (apt-get install chromium)",

@@ -53,7 +53,7 @@ from gmmpipe.relabel import apply_permutations, relabel_permutations
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "benchmarks" / "results" / "build"
-FRAMEWORKS = ("cmdstan", "pymc", "nutpie", "numpyro", "cmdstan_dense")
+FRAMEWORKS = ("cmdstan", "pymc", "nutpie", "numpyro", "cmdstan_dense", "cmdstan_procs")
 CHAINS, WARMUP, DRAWS, CORES = 4, 1000, 1000, 2
 ALPHA = 0.1
 logger = logging.getLogger("benchmarks.peers")
@@ -101,7 +101,9 @@ def stan_executable() -> Path:
     return exe
 
 
-def run_cmdstan(y: np.ndarray, mu_sd: float, seed: int, metric: str = "diag_e") -> dict[str, Any]:
+def run_cmdstan(
+    y: np.ndarray, mu_sd: float, seed: int, metric: str = "diag_e", processes: bool = False
+) -> dict[str, Any]:
     """The project's Stan program, 4 chains on 2 threads in one CmdStan process."""
     import cmdstanpy
 
@@ -123,6 +125,7 @@ def run_cmdstan(y: np.ndarray, mu_sd: float, seed: int, metric: str = "diag_e") 
             iter_sampling=DRAWS,
             seed=seed,
             metric=metric,
+            force_one_process_per_chain=processes,
             output_dir=out,
             show_progress=False,
         )
@@ -291,6 +294,8 @@ RUNNERS: dict[str, Callable[[np.ndarray, float, int], dict[str, Any]]] = {
     "numpyro": run_numpyro,
     # not a peer: the same Stan program with a dense mass matrix (a sampler setting)
     "cmdstan_dense": functools.partial(run_cmdstan, metric="dense_e"),
+    # not a peer: one CmdStan process per chain (2 at a time) instead of 2 threads
+    "cmdstan_procs": functools.partial(run_cmdstan, processes=True),
 }
 
 

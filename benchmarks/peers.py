@@ -421,7 +421,7 @@ def to_markdown(view: pd.DataFrame) -> str:
 
 
 def plot_scaling(table: pd.DataFrame, path: Path) -> None:
-    """ESS/s and sampling wall time against N (log-log), one line per framework."""
+    """ESS per wall and CPU second and wall time against N (log-log), one line per framework."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -430,11 +430,16 @@ def plot_scaling(table: pd.DataFrame, path: Path) -> None:
     sweep = table[table["dataset"].str.startswith("n1e")].sort_values("n")
     if sweep.empty:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    columns = {
+        "ess_per_s": "min bulk ESS per second (wall)",
+        "ess_per_cpu_s": "min bulk ESS per CPU second",
+        "wall_s": "sampling wall time (s)",
+    }
+    fig, axes = plt.subplots(1, len(columns), figsize=(14, 4))
     for framework, group in sweep.groupby("framework"):
-        axes[0].plot(group["n"], group["ess_per_s"], "o-", label=framework)
-        axes[1].plot(group["n"], group["wall_s"], "o-", label=framework)
-    for ax, label in zip(axes, ("min bulk ESS per second", "sampling wall time (s)"), strict=True):
+        for ax, column in zip(axes, columns, strict=True):
+            ax.plot(group["n"], group[column], "o-", label=framework)
+    for ax, label in zip(axes, columns.values(), strict=True):
         ax.set(xscale="log", yscale="log", xlabel="N", ylabel=label)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()

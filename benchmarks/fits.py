@@ -23,7 +23,7 @@ import yaml
 from gmmpipe.cmdstan import compile_model
 from gmmpipe.config import derived_seed, validate_config
 from gmmpipe.data import simulate
-from gmmpipe.fit import fit_dataset, inits_from
+from gmmpipe.fit import fit_dataset, fit_paths, inits_from
 from gmmpipe.io import atomic_path, read_json
 
 matplotlib.use("Agg")
@@ -31,18 +31,6 @@ import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmarks.fits")
-
-
-def _outputs(folder: Path) -> dict[str, Path]:
-    names = {
-        "posterior": "posterior.nc",
-        "summary": "summary.csv",
-        "diagnostics": "diagnostics.json",
-        "fit": "fit.json",
-        "elbo": "elbo.csv",
-        "cmdstan": "cmdstan",
-    }
-    return {key: folder / name for key, name in names.items()}
 
 
 def run(datasets: list[str], methods: list[str], repeats: int, out: Path) -> pd.DataFrame:
@@ -68,7 +56,7 @@ def run(datasets: list[str], methods: list[str], repeats: int, out: Path) -> pd.
                 fitted: dict[str, Path] = {}
                 for method in _with_inits(methods, config["methods"]):
                     method_spec = config["methods"][method]
-                    outputs = _outputs(Path(scratch) / dataset / method / str(repeat))
+                    outputs = fit_paths(Path(scratch) / dataset / method / str(repeat))
                     info = fit_dataset(
                         exe,
                         data,

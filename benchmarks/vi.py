@@ -28,7 +28,7 @@ import yaml
 from peers import ALPHA, ROOT, dataset, load_avg, stan_executable, to_markdown
 
 from gmmpipe.config import derived_seed, validate_config
-from gmmpipe.fit import fit_dataset, inits_from
+from gmmpipe.fit import fit_dataset, fit_paths, inits_from
 from gmmpipe.relabel import apply_permutations, relabel_permutations
 
 logger = logging.getLogger("benchmarks.vi")
@@ -60,17 +60,7 @@ def cmdstan_vi(name: str) -> list[dict[str, Any]]:
         for method in ("optimize", *CMDSTAN_METHODS):
             method_spec = config["methods"][method]
             folder = Path(scratch) / method
-            outputs = {
-                key: folder / f
-                for key, f in {
-                    "posterior": "posterior.nc",
-                    "summary": "summary.csv",
-                    "diagnostics": "diagnostics.json",
-                    "fit": "fit.json",
-                    "elbo": "elbo.csv",
-                    "cmdstan": "cmdstan",
-                }.items()
-            }
+            outputs = fit_paths(folder)
             before = load_avg()
             info = fit_dataset(
                 exe,

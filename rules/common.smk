@@ -4,6 +4,7 @@ from pathlib import Path
 try:
     from gmmpipe.config import derived_seed, fits, load_schema, validate_config
     from gmmpipe.errors import ConfigError
+    from gmmpipe.fit import FIT_FILES
 except ImportError as err:
     raise WorkflowError(
         "The gmmpipe package is not importable; install it with `pip install -e .` "
@@ -58,17 +59,13 @@ def method_spec(wildcards):
 FIT_DIR = "results/fits/{dataset}/{method}"
 
 
-def fit_outputs(**extra):
-    """The files every fit writes, whatever its algorithm, plus `extra` ones."""
-    names = (
-        "posterior.nc",
-        "summary.csv",
-        "diagnostics.json",
-        "fit.json",
-        *extra.values(),
-    )
-    outputs = {Path(n).stem.replace(".", "_"): f"{FIT_DIR}/{n}" for n in names}
-    outputs["cmdstan"] = directory(f"{FIT_DIR}/cmdstan")
+def fit_outputs(*extra):
+    """The files every fit writes (named as in gmmpipe.fit.FIT_FILES), plus `extra` ones."""
+    outputs = {
+        name: f"{FIT_DIR}/{FIT_FILES[name]}"
+        for name in ("posterior", "summary", "diagnostics", "fit", *extra)
+    }
+    outputs["cmdstan"] = directory(f"{FIT_DIR}/{FIT_FILES['cmdstan']}")
     return outputs
 
 

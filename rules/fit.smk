@@ -35,7 +35,7 @@ use rule optimize as sample with:
 
 use rule optimize as variational with:
     output:
-        **fit_outputs(elbo="elbo.csv"),
+        **fit_outputs("elbo"),
     wildcard_constraints:
         method=methods_of("advi"),
 

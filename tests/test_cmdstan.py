@@ -16,7 +16,7 @@ from gmmpipe.cmdstan import cmdstan_versions, find_cmdstan, load_model
 from gmmpipe.config import derived_seed, validate_config
 from gmmpipe.data import simulate, simulate_mixture, simulate_seed_notebook, stan_data
 from gmmpipe.errors import CmdStanNotFoundError
-from gmmpipe.fit import fit_dataset, read_draws
+from gmmpipe.fit import fit_dataset, fit_paths, read_draws
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -171,17 +171,7 @@ def test_membership_probabilities_and_log_lik(gmm_exe, tmp_path):
 def _fit(tmp_path, config, dataset, method, gmm_exe, **overrides):
     spec = config["datasets"][dataset]
     method_spec = {**config["methods"][method], **overrides}
-    outputs = {
-        name: tmp_path / f"{name}.{ext}"
-        for name, ext in [
-            ("posterior", "nc"),
-            ("summary", "csv"),
-            ("diagnostics", "json"),
-            ("fit", "json"),
-            ("elbo", "csv"),
-        ]
-    }
-    outputs["cmdstan"] = tmp_path / "cmdstan"
+    outputs = fit_paths(tmp_path)
     info = fit_dataset(
         gmm_exe,
         simulate(spec["simulate"]),

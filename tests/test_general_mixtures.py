@@ -15,7 +15,7 @@ from scipy.special import logsumexp
 
 from gmmpipe.cmdstan import load_model
 from gmmpipe.data import simulate_mixture, stan_data
-from gmmpipe.fit import fit_dataset
+from gmmpipe.fit import fit_dataset, fit_paths
 from gmmpipe.relabel import match_to_reference
 from gmmpipe.sbc import covariances, method_verdicts, run_sbc, summarize
 
@@ -111,16 +111,7 @@ def _fit_case(tmp_path, gmm_exe, name: str, n: int = 400) -> tuple[dict, az.Infe
             "lkj_eta": 2.0,
         }
     }
-    outputs = {
-        name_: tmp_path / f"{name_}.{ext}"
-        for name_, ext in [
-            ("posterior", "nc"),
-            ("summary", "csv"),
-            ("diagnostics", "json"),
-            ("fit", "json"),
-        ]
-    }
-    outputs["cmdstan"] = tmp_path / "cmdstan"
+    outputs = fit_paths(tmp_path)
     info = fit_dataset(
         gmm_exe,
         data,

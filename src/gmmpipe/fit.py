@@ -282,6 +282,22 @@ def _attr(value: Any) -> Any:
     return str(value)
 
 
+#: The outputs of one fit by name: what :func:`fit_dataset` writes (``elbo`` for ADVI only).
+FIT_FILES = {
+    "posterior": "posterior.nc",
+    "summary": "summary.csv",
+    "diagnostics": "diagnostics.json",
+    "fit": "fit.json",
+    "elbo": "elbo.csv",
+    "cmdstan": "cmdstan",
+}
+
+
+def fit_paths(folder: str | Path) -> dict[str, Path]:
+    """The output paths of a fit written into `folder`, as :func:`fit_dataset` takes them."""
+    return {name: Path(folder) / file for name, file in FIT_FILES.items()}
+
+
 def fit_dataset(
     exe_file: str | Path,
     dataset: Dataset,

@@ -46,8 +46,8 @@ def test_parse_elbo_max_iterations(fixtures):
     _, console = _case(fixtures, "advi_maxiter")
     elbo = parse_elbo(console)
     assert elbo["iteration"].tolist() == [100, 200, 300]
-    assert elbo["elbo"].tolist() == [52.195, 52.479, 52.285]
-    assert elbo["delta_elbo_mean"].tolist() == [1.0, 0.503, 0.005]
+    assert elbo["elbo"].tolist() == [55.042, 54.863, 55.054]
+    assert elbo["delta_elbo_mean"].tolist() == [1.0, 0.502, 0.003]
     assert not advi_converged(console)
 
 
@@ -128,7 +128,8 @@ def test_optimize_gate_and_point_summary(fixtures):
     assert check("optimize", draws, console, THRESHOLDS, {})["passed"]
     table = summarize_fit(to_inference_data(relabel(draws), attrs={}), "optimize")
     assert table["sd"].isna().all()
-    assert table.loc["theta[1]", "mean"] == pytest.approx(0.8716, abs=1e-3)
+    # the mode on the weights' log-odds scale (the softmax Jacobian is part of the model)
+    assert table.loc["theta[1]", "mean"] == pytest.approx(0.8598, abs=1e-3)
 
 
 def test_stable_name():

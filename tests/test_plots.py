@@ -26,6 +26,20 @@ def fake(tmp_path_factory):
     return write_fake_dataset(tmp_path_factory.mktemp("k2d2"), shift=2.0)
 
 
+def _render(folder, name, fake, posteriors, *, dpi):
+    """Draw figure `name` of a fake dataset into `folder`; returns the PNG path."""
+    out = folder / f"{name}.png"
+    make_figure(
+        name,
+        out,
+        data=fake["data"],
+        truth=fake["truth"],
+        posteriors=posteriors,
+        settings={"dpi": dpi},
+    )
+    return out
+
+
 def test_palette_is_stable_and_distinct():
     assert component_colors(2) == component_colors(5)[:2]
     many = component_colors(12)
@@ -39,15 +53,7 @@ def test_every_figure_renders_non_blank(fake, tmp_path, name):
         posteriors = {"nuts": posteriors["nuts"]}
     elif name == "data":
         posteriors = {}
-    out = tmp_path / f"{name}.png"
-    make_figure(
-        name,
-        out,
-        data=fake["data"],
-        truth=fake["truth"],
-        posteriors=posteriors,
-        settings={"dpi": 60},
-    )
+    out = _render(tmp_path, name, fake, posteriors, dpi=60)
     _assert_non_blank(out)
     assert not list(tmp_path.glob(".*.tmp")), "temporary file left behind"
 
@@ -57,17 +63,8 @@ def test_every_figure_renders_non_blank(fake, tmp_path, name):
 def test_other_shapes_degrade_gracefully(tmp_path, k, d, name):
     methods = {"map": "optimize", "nuts": "nuts", "mf": "advi"}
     fake = write_fake_dataset(tmp_path, k=k, d=d, n=120, methods=methods)
-    out = tmp_path / f"{name}.png"
     posteriors = {} if name == "data" else fake["posteriors"]
-    make_figure(
-        name,
-        out,
-        data=fake["data"],
-        truth=fake["truth"],
-        posteriors=posteriors,
-        settings={"dpi": 50},
-    )
-    _assert_non_blank(out)
+    _assert_non_blank(_render(tmp_path, name, fake, posteriors, dpi=50))
 
 
 def test_large_data_is_a_hexbin_density():

@@ -117,10 +117,8 @@ def read_draws(csv_files: list[Path], algorithm: str, k: int, d: int) -> Draws:
     extra: dict[str, Any] = {}
     if algorithm == "advi":
         (frame,) = frames
-        mean_row = frame.iloc[0]
         mean = _component_parameters([frame.iloc[[0]]], k, d)
         extra["mean"] = {name: value[0, 0].tolist() for name, value in mean.items()}
-        extra["mean_lp"] = float(mean_row.get("lp__", np.nan))
         frames = [frame.iloc[1:]]
     n_draws = min(len(f) for f in frames)
     frames = [f.iloc[:n_draws] for f in frames]

@@ -19,6 +19,7 @@ def default(root):
 def test_default_config_validates_with_defaults(default):
     config = validate_config(default)
     assert config["methods"]["nuts"]["adapt_delta"] == 0.8
+    assert config["methods"]["nuts"]["metric"] == "dense_e"
     assert config["datasets"]["seed_small"]["simulate"]["seed"] == 123
     assert config["datasets"]["seed_large"]["simulate"]["drawn_before"] == [100]
     assert config["diagnostics"]["rhat_max"] == 1.01

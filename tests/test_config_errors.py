@@ -111,6 +111,7 @@ BAD_CONFIGS = [
     ("methods.nuts.chain", 4, "unknown key under 'methods.nuts'"),
     ("methods.nuts.iter_sampling", -10, "'methods.nuts.iter_sampling' = -10"),
     ("methods.nuts.adapt_delta", 1.0, "'methods.nuts.adapt_delta' = 1.0"),
+    ("methods.nuts.metric", "unit_e", "'methods.nuts.metric' = 'unit_e'"),
     ("methods.nuts.variational", "meanfield", "unknown key under 'methods.nuts'"),
     ("methods.vi.variational", "fullrnk", "'methods.vi.variational' = 'fullrnk'"),
     ("methods.vi.eta", 0, "'methods.vi.eta' = 0"),

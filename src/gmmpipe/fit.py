@@ -77,7 +77,7 @@ def _cmdstan_settings(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     if algorithm == "nuts":
         keys = ("chains", "parallel_chains", "threads_per_chain", "iter_warmup", "iter_sampling")
         return "sample", {
-            **{key: spec[key] for key in (*keys, "adapt_delta", "max_treedepth")},
+            **{key: spec[key] for key in (*keys, "adapt_delta", "max_treedepth", "metric")},
             "show_progress": False,
         }
     if algorithm == "advi":

@@ -86,14 +86,17 @@ def cpu_seconds() -> float:
 
 
 def stan_executable() -> Path:
-    """`stan/gmm.stan` compiled with STAN_THREADS, cached by the program's SHA-256.
+    """`stan/gmm.stan` compiled with STAN_THREADS, cached by the SHA-256 of the program, its
+    C++ header and the CmdStan directory.
 
     A fresh build is timed once; its time is kept in a JSON file beside the executable.
     """
-    from gmmpipe.cmdstan import compile_model
+    from gmmpipe.cmdstan import compile_model, find_cmdstan, user_header
 
     stan = ROOT / "stan" / "gmm.stan"
-    exe = BUILD / f"gmm-{hashlib.sha256(stan.read_bytes()).hexdigest()[:12]}"
+    digest = hashlib.sha256(stan.read_bytes() + user_header(stan).read_bytes())
+    digest.update(str(find_cmdstan().resolve()).encode())
+    exe = BUILD / f"gmm-{digest.hexdigest()[:12]}"
     if not exe.exists() or not exe.with_suffix(".json").exists():
         start = time.perf_counter()
         compile_model(stan, exe)
@@ -476,6 +479,12 @@ def main() -> None:
     parser.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS[:4]), choices=FRAMEWORKS)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--label",
+        default="",
+        help="suffix for the framework names in the results, e.g. 'native' for a run with "
+        "CMDSTAN pointing at a CmdStan built with -march=native",
+    )
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -488,6 +497,8 @@ def main() -> None:
     for name in args.datasets:
         for framework in args.frameworks:
             rows.append(measure(framework, name, args.seed))
+            if args.label:
+                rows[-1]["framework"] += f"+{args.label}"
             brief = {k: v for k, v in rows[-1].items() if not k.startswith(("mean", "sd"))}
             logger.info("%s", brief)
             write(pd.DataFrame(rows), args.out)  # keep what is done if a later run fails

@@ -1,6 +1,7 @@
 rule compile:
     input:
         stan="stan/gmm.stan",
+        header="stan/user_header.hpp",
     output:
         exe="results/model/gmm",
         versions="results/model/cmdstan.json",

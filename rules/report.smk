@@ -7,6 +7,7 @@ rule provenance:
     input:
         cmdstan="results/model/cmdstan.json",
         stan="stan/gmm.stan",
+        header="stan/user_header.hpp",
         fits=all_fit_files("fit.json"),
         diagnostics=all_fit_files("diagnostics.json"),
         benchmarks=[f"results/benchmarks/{d}/{m}.tsv" for d, m in FITS]

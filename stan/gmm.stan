@@ -14,14 +14,18 @@
 //   sum_n log_sum_exp_k eta[n, k] = N a[1] + (sum_n x_n) beta_1' + sum_n lse_excess_n,
 //   lse_excess_n = log_sum_exp_k eta[n, k] - eta[n, 1].
 // The excess is a categorical-logit GLM term (a Bernoulli-logit one for K = 2), which
-// Stan evaluates with analytic gradients: one autodiff node for all N observations.
+// Stan evaluates with analytic gradients: one autodiff node for all N observations. For K = 2
+// that term is sum_n log1p_exp(eta[n, 2] - eta[n, 1]), evaluated by log1p_exp_glm, which is
+// C++ in stan/user_header.hpp (CmdStan's user header) for exp and log that vectorize.
 functions {
+  // sum_n log1p_exp(alpha + x[n] * beta) = -bernoulli_logit_glm_lpmf(0 | x, alpha, beta)
+  real log1p_exp_glm(matrix x, real alpha, vector beta);
   real lse_excess(matrix x, vector a, matrix beta) {
     if (rows(beta) == 1) {
       return 0;
     }
     if (rows(beta) == 2) {
-      return -bernoulli_logit_glm_lpmf(0 | x, a[2] - a[1], (beta[2] - beta[1])');
+      return log1p_exp_glm(x, a[2] - a[1], (beta[2] - beta[1])');
     }
     return -categorical_logit_glm_lpmf(1 | x, a, beta');
   }

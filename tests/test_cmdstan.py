@@ -155,6 +155,35 @@ def test_log_density_equals_plain_log_sum_exp(gmm_exe, covariance, k, d, grainsi
 
 
 @pytest.mark.cmdstan
+@pytest.mark.parametrize("grainsize", [0, 7])
+@pytest.mark.parametrize("scale", [1.0, 8.0])
+def test_gradient_equals_finite_differences(gmm_exe, grainsize, scale):
+    """The K = 2 likelihood's hand-written gradient (stan/user_header.hpp), with and without
+    reduce_sum, near the data and far out (|linear predictor| > 40), against central differences.
+    """
+    data = simulate_mixture(41, [[-1.0, 0.5], [1.0, 1.0]], [0.3, 0.7], seed=1)
+    inputs = stan_data(data, {"K": 2, "mu_sd": 1.5, "alpha": 0.7, "grainsize": grainsize})
+    model = load_model(gmm_exe)
+
+    def log_prob(x):  # x: mu (column-major), phi; all unconstrained in this model
+        params = {
+            "mu_free": x[:4].reshape(2, 2, order="F"),
+            "phi": x[4:],
+            "mu_first": np.zeros(0),
+            "sigma": np.zeros((0, 2)),
+            "L_Omega": np.zeros((0, 2, 2)),
+        }
+        out = model.log_prob(params, inputs, sig_figs=18).iloc[0]
+        return float(out["lp__"]), out.iloc[1:].to_numpy(float)
+
+    x = np.random.default_rng(3).normal(scale=scale, size=5)
+    _, gradient = log_prob(x)
+    h = 1e-6 * scale
+    numeric = [(log_prob(x + h * e)[0] - log_prob(x - h * e)[0]) / (2 * h) for e in np.eye(5)]
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.cmdstan
 def test_membership_probabilities_and_log_lik(gmm_exe, tmp_path):
     data = simulate_seed_notebook(100)
     spec = {"K": 2, "mu_sd": 1.0, "alpha": 0.1, "membership": True}
@@ -208,6 +237,8 @@ def test_seed_small_nuts_matches_reference_posterior(tmp_path, config, gmm_exe):
         assert abs(row["sd"] - sd) <= 0.005 + 4 * row["mcse_sd"] + 0.02 * sd, name
         assert row["r_hat"] < 1.01
     assert info["wall_time_s"] < 30
+    header = sorted(outputs["cmdstan"].glob("*.csv"))[0].read_text()
+    assert f"metric = {config['methods']['nuts']['metric']}" in header
     idata = az.from_netcdf(outputs["posterior"])
     assert idata.posterior["mu"].dims == ("chain", "draw", "component", "dim")
     assert idata.posterior.attrs["labelling"].startswith("per-draw relabelling")

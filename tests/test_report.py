@@ -84,12 +84,15 @@ def test_provenance_record_and_page(tmp_path, root):
     )
     stan_hash = hashlib.sha256((root / "stan" / "gmm.stan").read_bytes()).hexdigest()
     assert record["stan_program"]["sha256"] == stan_hash
+    header_hash = hashlib.sha256((root / "stan" / "user_header.hpp").read_bytes()).hexdigest()
+    assert record["user_header"]["sha256"] == header_hash
     assert json.loads(out["json"].read_text())["diagnostics"]["failed_fits"] == ["d/pf"]
     page = out["html"].read_text()
     for text in (
         "2.35.0",
         "stanc3",
         stan_hash,
+        header_hash,
         "abc123",
         "arviz",
         "cmdstanpy",

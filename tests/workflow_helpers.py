@@ -116,7 +116,7 @@ def _model_key() -> str:
     from gmmpipe.cmdstan import find_cmdstan
 
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "stan").glob("*.stan")):
+    for path in sorted((ROOT / "stan").iterdir()):  # the program and its C++ header
         digest.update(path.read_bytes())
     digest.update((ROOT / "rules" / "model.smk").read_bytes())
     digest.update((ROOT / "scripts" / "compile.py").read_bytes())
@@ -151,7 +151,7 @@ def install_model(workdir: Path, model_dir: Path) -> None:
     target = workdir / "results" / "model"
     target.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    for stan in (workdir / "stan").glob("*.stan"):
+    for stan in (workdir / "stan").iterdir():
         os.utime(stan, (now - 60, now - 60))
     for name in MODEL_FILES:
         shutil.copy2(model_dir / name, target / name)

@@ -73,6 +73,11 @@ def cmdstan_versions(path: Path | None = None) -> dict[str, str]:
     }
 
 
+def user_header(stan_file: str | Path) -> Path:
+    """The C++ user header of a Stan program: ``user_header.hpp`` beside it, as in CmdStan."""
+    return Path(stan_file).with_name("user_header.hpp")
+
+
 def compile_model(
     stan_file: str | Path,
     exe_file: str | Path,
@@ -80,9 +85,10 @@ def compile_model(
     stan_threads: bool = True,
     cpp_flags: str = "",
 ) -> Path:
-    """Compile `stan_file` into the executable `exe_file` (built in a scratch directory).
+    """Compile `stan_file`, with its :func:`user_header`, into the executable `exe_file`.
 
-    The executable appears at `exe_file` only once compilation succeeded.
+    It is built in a scratch directory; the executable appears at `exe_file` only once
+    compilation succeeded.
     """
     import cmdstanpy
 
@@ -95,7 +101,8 @@ def compile_model(
     with tempfile.TemporaryDirectory(dir=exe_file.parent, prefix=".build-") as build:
         src = Path(build) / stan_file.name
         shutil.copyfile(stan_file, src)
-        model = cmdstanpy.CmdStanModel(stan_file=src, cpp_options=cpp_options)
+        header = shutil.copyfile(user_header(stan_file), user_header(src))
+        model = cmdstanpy.CmdStanModel(stan_file=src, cpp_options=cpp_options, user_header=header)
         with atomic_path(exe_file) as tmp:
             shutil.copy2(model.exe_file, tmp)
     logger.info("compiled %s -> %s", stan_file, exe_file)

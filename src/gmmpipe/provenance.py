@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from gmmpipe.cmdstan import user_header
 from gmmpipe.io import read_json, write_json, write_text
 from gmmpipe.summarize import diagnostics_page, frame_to_html, html_page
 
@@ -151,6 +152,7 @@ def collect(
     return {
         "cmdstan": read_json(cmdstan),
         "stan_program": {"path": str(stan), "sha256": sha256(stan), "text": Path(stan).read_text()},
+        "user_header": {"path": str(user_header(stan)), "sha256": sha256(user_header(stan))},
         "git": dict(git) or {"commit": "unknown (not a git checkout)"},
         "platform": {"system": platform.platform(), "machine": platform.machine()},
         "packages": package_versions(),
@@ -200,6 +202,8 @@ def render_html(record: Mapping[str, Any]) -> str:
             ("uncommitted changes", "yes" if git.get("dirty") else "no"),
             ("Stan program", record["stan_program"]["path"]),
             ("Stan program SHA-256", record["stan_program"]["sha256"]),
+            ("C++ user header", record["user_header"]["path"]),
+            ("C++ user header SHA-256", record["user_header"]["sha256"]),
         ],
         columns=["item", "value"],
     )

@@ -12,10 +12,10 @@ import yaml
 from scipy.special import gammaln, logsumexp
 from scipy.stats import lognorm, multivariate_normal, norm
 
-from gmmpipe.cmdstan import cmdstan_versions, find_cmdstan, load_model
+from gmmpipe.cmdstan import check_cpp_flags, cmdstan_versions, find_cmdstan, load_model
 from gmmpipe.config import derived_seed, validate_config
 from gmmpipe.data import simulate, simulate_mixture, simulate_seed_notebook, stan_data
-from gmmpipe.errors import CmdStanNotFoundError
+from gmmpipe.errors import CmdStanNotFoundError, ConfigError
 from gmmpipe.fit import fit_dataset, fit_paths, read_draws
 
 with warnings.catch_warnings():
@@ -36,6 +36,30 @@ def test_no_cmdstan_anywhere(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(CmdStanNotFoundError, match=r"environment\.yml"):
         find_cmdstan()
+
+
+@pytest.mark.parametrize(
+    "flags,local,error",
+    [
+        ("-O3", None, None),
+        ("-march=native", "CXXFLAGS += -march=native\n", None),
+        ("-O2 -march=native -mtune=native", "CXXFLAGS+= -march=native -O3\n", None),
+        ("-march=native", None, "-march=native must also be"),
+        ("-mavx2 -mfma", "CXXFLAGS += -mavx2\n", "-mfma must also be"),
+        ("-march=native", "# CXXFLAGS += -march=znver3\n", "-march=native must also be"),
+    ],
+)
+def test_instruction_set_flags_must_match_cmdstans_build(tmp_path, flags, local, error):
+    """-march=native against a CmdStan built without it aborts at run time; say so first."""
+    (tmp_path / "make").mkdir()
+    if local is not None:
+        (tmp_path / "make" / "local").write_text(local)
+    if error is None:
+        check_cpp_flags(flags, tmp_path)
+        return
+    with pytest.raises(ConfigError, match=r"'compile\.cpp_flags' = .*" + error) as caught:
+        check_cpp_flags(flags, tmp_path)
+    assert str(tmp_path / "make" / "local") in str(caught.value)
 
 
 @pytest.fixture(scope="module")

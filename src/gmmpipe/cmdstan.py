@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gmmpipe.errors import CmdStanNotFoundError
+from gmmpipe.errors import CmdStanNotFoundError, ConfigError
 from gmmpipe.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,33 @@ def user_header(stan_file: str | Path) -> Path:
     return Path(stan_file).with_name("user_header.hpp")
 
 
+#: Flags that select an instruction set: code built with them is ABI-incompatible with a CmdStan
+#: built without them (Eigen's alignment; the model aborts with "double free or corruption").
+_ISA_FLAG = re.compile(r"-march=\S+|-m(?:avx|sse|fma|bmi|f16c)\S*")
+
+
+def check_cpp_flags(cpp_flags: str, path: Path | None = None) -> None:
+    """Instruction-set flags in `cpp_flags` must be among those CmdStan was built with.
+
+    CmdStan takes its build flags from ``make/local``; a flag such as ``-march=native`` in
+    `cpp_flags` that is not there gives one error naming it, before anything is compiled.
+    """
+    isa = _ISA_FLAG.findall(cpp_flags)
+    if not isa:
+        return
+    path = path or find_cmdstan()
+    local = path / "make" / "local"
+    built_with = local.read_text() if local.is_file() else ""
+    missing = [flag for flag in isa if flag not in built_with.split()]
+    if missing:
+        raise ConfigError(
+            f"config: 'compile.cpp_flags' = {cpp_flags!r}: {' '.join(missing)} must also be "
+            f"in the flags CmdStan was built with, or the model crashes. Add "
+            f"`CXXFLAGS += {' '.join(missing)}` to {local} and rebuild CmdStan "
+            f"(make clean-all && make build), or remove the flag."
+        )
+
+
 def compile_model(
     stan_file: str | Path,
     exe_file: str | Path,
@@ -93,6 +120,7 @@ def compile_model(
     import cmdstanpy
 
     cmdstanpy.set_cmdstan_path(str(find_cmdstan()))
+    check_cpp_flags(cpp_flags)
     stan_file, exe_file = Path(stan_file), Path(exe_file)
     cpp_options: dict[str, Any] = {"STAN_THREADS": True} if stan_threads else {}
     if cpp_flags:

@@ -372,12 +372,15 @@ def measure(framework: str, name: str, seed: int) -> dict[str, Any]:
 
 
 def agreement(table: pd.DataFrame) -> pd.DataFrame:
-    """Add `max_dev_cmdstan_sd`: max |mean - CmdStan mean| / CmdStan sd over all parameters."""
+    """Add `max_dev_cmdstan_sd`: max |mean - CmdStan mean| / CmdStan sd over all parameters.
+
+    The reference is the dataset's ``cmdstan`` run, else its first other CmdStan variant.
+    """
     means = [c for c in table.columns if c.startswith("mean ")]
     table = table.copy()
     table["max_dev_cmdstan_sd"] = float("nan")
     for name, group in table.groupby("dataset"):
-        ref = group[group["framework"] == "cmdstan"]
+        ref = group[group["framework"].str.startswith("cmdstan")].sort_values("framework")
         if ref.empty:
             continue
         ref_row = ref.iloc[0]

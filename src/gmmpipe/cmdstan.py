@@ -84,24 +84,32 @@ _ISA_FLAG = re.compile(r"-march=\S+|-m(?:avx|sse|fma|bmi|f16c)\S*")
 
 
 def check_cpp_flags(cpp_flags: str, path: Path | None = None) -> None:
-    """Instruction-set flags in `cpp_flags` must be among those CmdStan was built with.
+    """`cpp_flags` and CmdStan's own build must agree on instruction-set flags.
 
-    CmdStan takes its build flags from ``make/local``; a flag such as ``-march=native`` in
-    `cpp_flags` that is not there gives one error naming it, before anything is compiled.
+    CmdStan takes its build flags from ``make/local``. Non-empty `cpp_flags` go to make's
+    command line, where they replace make/local's CXXFLAGS for the model, so both must name the
+    same instruction-set flags (empty `cpp_flags` leave make/local's flags in force). A mismatch
+    gives one error naming the flags, before anything is compiled.
     """
-    isa = _ISA_FLAG.findall(cpp_flags)
-    if not isa:
+    if not cpp_flags:
         return
-    path = path or find_cmdstan()
-    local = path / "make" / "local"
-    built_with = local.read_text() if local.is_file() else ""
-    missing = [flag for flag in isa if flag not in built_with.split()]
-    if missing:
+    local = (path or find_cmdstan()) / "make" / "local"
+    text = local.read_text() if local.is_file() else ""
+    built = set(_ISA_FLAG.findall("\n".join(line.split("#")[0] for line in text.splitlines())))
+    given = set(_ISA_FLAG.findall(cpp_flags))
+    where = f"config: 'compile.cpp_flags' = {cpp_flags!r}"
+    if given - built:
+        flags = " ".join(sorted(given - built))
         raise ConfigError(
-            f"config: 'compile.cpp_flags' = {cpp_flags!r}: {' '.join(missing)} must also be "
-            f"in the flags CmdStan was built with, or the model crashes. Add "
-            f"`CXXFLAGS += {' '.join(missing)}` to {local} and rebuild CmdStan "
+            f"{where}: {flags} must also be in the flags CmdStan was built with, or the model "
+            f"crashes. Add `CXXFLAGS += {flags}` to {local} and rebuild CmdStan "
             f"(make clean-all && make build), or remove the flag."
+        )
+    if built - given:
+        flags = " ".join(sorted(built - given))
+        raise ConfigError(
+            f"{where}: CmdStan was built with {flags} ({local}); compile.cpp_flags replace those "
+            f"flags for the model, which then crashes. Add {flags} to compile.cpp_flags."
         )
 
 

@@ -27,9 +27,11 @@ rule optimize:
         "../scripts/fit.py"
 
 
+# NUTS first: the longest jobs, on the critical path of a cold run (the VI fits fill in after)
 use rule optimize as sample with:
     wildcard_constraints:
         method=methods_of("nuts"),
+    priority: 1
     threads: fit_threads
 
 

@@ -113,6 +113,21 @@ def check_cpp_flags(cpp_flags: str, path: Path | None = None) -> None:
         )
 
 
+def _precompiled_header_first(path: Path) -> dict[str, str]:
+    """Make options that let g++ use CmdStan's precompiled model header despite a user header.
+
+    g++ uses a precompiled header only for the first file a translation unit includes, and
+    CmdStan includes the user header first; naming the model header before it (CPPFLAGS come
+    first on the command line) saves about 15 s per compile. Other compilers are left alone.
+    """
+    cxx = subprocess.run(
+        ["make", "-s", "print-CXX_TYPE"], cwd=path, capture_output=True, text=True, check=False
+    )
+    if cxx.stdout.split() != ["CXX_TYPE", "=", "gcc"]:
+        return {}
+    return {"CPPFLAGS": "-include stan/model/model_header.hpp"}
+
+
 def compile_model(
     stan_file: str | Path,
     exe_file: str | Path,
@@ -127,10 +142,13 @@ def compile_model(
     """
     import cmdstanpy
 
-    cmdstanpy.set_cmdstan_path(str(find_cmdstan()))
-    check_cpp_flags(cpp_flags)
+    path = find_cmdstan()
+    cmdstanpy.set_cmdstan_path(str(path))
+    check_cpp_flags(cpp_flags, path)
     stan_file, exe_file = Path(stan_file), Path(exe_file)
-    cpp_options: dict[str, Any] = {"STAN_THREADS": True} if stan_threads else {}
+    cpp_options: dict[str, Any] = _precompiled_header_first(path)
+    if stan_threads:
+        cpp_options["STAN_THREADS"] = True
     if cpp_flags:
         cpp_options["CXXFLAGS"] = cpp_flags
     exe_file.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ NUTS = {
     "iter_sampling": 500,
     "adapt_delta": 0.9,
     "max_treedepth": 10,
+    "metric": "diag_e",
 }
 THRESHOLDS = {
     "rhat_max": 1.05,

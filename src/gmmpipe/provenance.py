@@ -149,10 +149,11 @@ def collect(
                 }
             )
     failed = sorted({f"{c['dataset']}/{c['method']}" for c in checks if not c["passed"]})
+    header = user_header(stan)
     return {
         "cmdstan": read_json(cmdstan),
         "stan_program": {"path": str(stan), "sha256": sha256(stan), "text": Path(stan).read_text()},
-        "user_header": {"path": str(user_header(stan)), "sha256": sha256(user_header(stan))},
+        "user_header": {"path": str(header), "sha256": sha256(header)},
         "git": dict(git) or {"commit": "unknown (not a git checkout)"},
         "platform": {"system": platform.platform(), "machine": platform.machine()},
         "packages": package_versions(),

@@ -185,7 +185,8 @@ def test_log_density_equals_plain_log_sum_exp(gmm_exe, covariance, k, d, grainsi
 @pytest.mark.parametrize("scale", [1.0, 8.0])
 def test_gradient_equals_finite_differences(gmm_exe, grainsize, scale):
     """The K = 2 likelihood's hand-written gradient (stan/user_header.hpp), with and without
-    reduce_sum, near the data and far out (|linear predictor| > 40), against central differences.
+    reduce_sum, near the data and far out (linear predictors up to 190), against central
+    differences.
     """
     data = simulate_mixture(41, [[-1.0, 0.5], [1.0, 1.0]], [0.3, 0.7], seed=1)
     inputs = stan_data(data, {"K": 2, "mu_sd": 1.5, "alpha": 0.7, "grainsize": grainsize})

@@ -2,17 +2,117 @@
 //
 // log1p_exp_glm(x, alpha, beta) = sum_n log1p_exp(alpha + x[n] * beta) and its gradient,
 // i.e. -bernoulli_logit_glm_lpmf(0 | x, alpha, beta). Stan Math evaluates that with one scalar
-// log1p per observation; here log1p_exp(t) = max(t, 0) + log(1 + exp(-|t|)) is one pass of
-// Eigen array expressions, whose exp and log are vectorized (measured on seed_large, 1e5 rows:
-// 1.54 instead of 1.86 ms per gradient with CmdStan's default flags, 0.42 instead of 1.38 ms
-// with a CmdStan built for the host CPU, -march=native).
+// log1p per observation. Here, with t = alpha + x[n] * beta,
+//   log1p_exp(t) = max(t, 0) + log1p(e),  inv_logit(t) = (t > 0 ? 1 : e) / (1 + e),
+//   e = exp(-|t|) in (0, 1],
+// are computed W observations at a time with vector types: exp by range reduction
+// (|r| <= log(2) / 2) and its Taylor polynomial of degree 13, log1p(e) = 2 atanh(s) with
+// s = e / (2 + e) <= 1/3 and the atanh series to s^33; both within 1e-15 relative error.
+// The widest lanes the CPU has are chosen at run time (2 with SSE2, 4 with AVX2 and FMA, 8 with
+// AVX-512 on x86-64), so a CmdStan built for generic x86-64 still gets them. Widths 4 and 8 run
+// the same operations, fused multiply-adds included, and give the same bits; width 2 has no
+// fused multiply-add and can differ from them in the last bit.
 #ifndef GMMPIPE_USER_HEADER_HPP
 #define GMMPIPE_USER_HEADER_HPP
 
 #include <stan/model/model_header.hpp>
 
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <ostream>
+
+namespace gmmpipe {
+namespace internal {
+
+// lterm[i] = log1p_exp(eta[i]) and g[i] = inv_logit(eta[i]) for i < n, n a multiple of W.
+template <int W>
+inline __attribute__((always_inline)) void log1p_exp_lanes(const double* eta, double* lterm,
+                                                           double* g, std::ptrdiff_t n) {
+  typedef double vd __attribute__((vector_size(8 * W)));
+  typedef std::int64_t vi __attribute__((vector_size(8 * W)));
+  constexpr double log2_e = 1.4426950408889634;
+  constexpr double ln2_hi = 6.93147180369123816490e-01;  // log(2) = ln2_hi + ln2_lo
+  constexpr double ln2_lo = 1.90821492927058770002e-10;
+  constexpr double round_shift = 0x1.8p52;  // x + round_shift rounds x to an integer
+  constexpr double inv_factorial[] = {1.0,
+                                      1.0,
+                                      1.0 / 2,
+                                      1.0 / 6,
+                                      1.0 / 24,
+                                      1.0 / 120,
+                                      1.0 / 720,
+                                      1.0 / 5040,
+                                      1.0 / 40320,
+                                      1.0 / 362880,
+                                      1.0 / 3628800,
+                                      1.0 / 39916800,
+                                      1.0 / 479001600,
+                                      1.0 / 6227020800};
+  const vd zero = {};
+  for (std::ptrdiff_t i = 0; i < n; i += W) {
+    vd t;
+    __builtin_memcpy(&t, eta + i, sizeof t);
+    const vd abs_t = t < zero ? -t : t;
+    const vd u = -(abs_t > 708.0 ? zero + 708.0 : abs_t);  // exp(-708) ~ 3e-308
+    // e = exp(u) = 2^k exp(r), k = round(u / log(2)), r = u - k log(2)
+    vd k = u * log2_e + round_shift;
+    const vi k_bits = (vi)k;  // k in the low mantissa bits
+    k -= round_shift;
+    const vd r = (u - k * ln2_hi) - k * ln2_lo;
+    vd exp_r = zero + inv_factorial[13];
+    for (int j = 12; j >= 0; --j) {
+      exp_r = exp_r * r + inv_factorial[j];
+    }
+    const vd e = exp_r * (vd)((k_bits + 1023) << 52);
+    const vd s = e / (2.0 + e);
+    const vd s2 = s * s;
+    vd atanh_s = zero + 1.0 / 33;
+    for (int j = 31; j > 0; j -= 2) {
+      atanh_s = atanh_s * s2 + 1.0 / j;
+    }
+    const vd inv_1pe = 1.0 / (1.0 + e);
+    const vd l = (t > zero ? t : zero) + 2.0 * s * atanh_s;
+    const vd p = t > zero ? inv_1pe : e * inv_1pe;
+    __builtin_memcpy(lterm + i, &l, sizeof l);
+    __builtin_memcpy(g + i, &p, sizeof p);
+  }
+}
+
+inline void log1p_exp_w2(const double* eta, double* lterm, double* g, std::ptrdiff_t n) {
+  log1p_exp_lanes<2>(eta, lterm, g, n);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define GMMPIPE_X86_DISPATCH 1
+__attribute__((target("avx2,fma"))) inline void log1p_exp_w4(const double* eta, double* lterm,
+                                                             double* g, std::ptrdiff_t n) {
+  log1p_exp_lanes<4>(eta, lterm, g, n);
+}
+
+__attribute__((target("avx512f"))) inline void log1p_exp_w8(const double* eta, double* lterm,
+                                                            double* g, std::ptrdiff_t n) {
+  log1p_exp_lanes<8>(eta, lterm, g, n);
+}
+#endif
+
+// The widest log1p_exp_w* this CPU runs.
+inline void log1p_exp(const double* eta, double* lterm, double* g, std::ptrdiff_t n) {
+#ifdef GMMPIPE_X86_DISPATCH
+  if (__builtin_cpu_supports("avx512f")) {
+    return log1p_exp_w8(eta, lterm, g, n);
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    return log1p_exp_w4(eta, lterm, g, n);
+  }
+#endif
+  log1p_exp_w2(eta, lterm, g, n);
+}
+
+constexpr std::ptrdiff_t max_lanes = 8;
+
+}  // namespace internal
+}  // namespace gmmpipe
 
 template <typename T_x, typename T_alpha, typename T_beta,
           stan::require_eigen_vt<std::is_arithmetic, T_x>* = nullptr,
@@ -22,25 +122,28 @@ stan::return_type_t<T_alpha, T_beta> log1p_exp_glm(const T_x& x, const T_alpha& 
                                                    const T_beta& beta,
                                                    std::ostream* pstream__) {
   using stan::math::value_of;
+  constexpr auto lanes = gmmpipe::internal::max_lanes;
   const auto& x_ref = stan::math::to_ref(x);
   const auto& beta_ref = stan::math::to_ref(beta);
-  const Eigen::ArrayXd eta = (x_ref * value_of(beta_ref)).array() + value_of(alpha);
-  const Eigen::ArrayXd e = (-eta.abs()).exp();  // in (0, 1]
-  const double lp = (eta.max(0.0) + (1.0 + e).log()).sum();
+  const Eigen::Index n = x_ref.rows();
+  const Eigen::Index n_padded = (n + lanes - 1) / lanes * lanes;
+  Eigen::ArrayXd eta(n_padded), lterm(n_padded), inv_logit_eta(n_padded);
+  eta.head(n) = (x_ref * value_of(beta_ref)).array() + value_of(alpha);
+  eta.tail(n_padded - n).setZero();
+  gmmpipe::internal::log1p_exp(eta.data(), lterm.data(), inv_logit_eta.data(), n_padded);
+  const double lp = lterm.head(n).sum();
   if (!std::isfinite(lp)) {
-    stan::math::check_finite("log1p_exp_glm", "Linear predictor", eta);
+    stan::math::check_finite("log1p_exp_glm", "Linear predictor", eta.head(n));
   }
   if constexpr (stan::is_constant_all<T_alpha, T_beta>::value) {
     return lp;
   } else {
-    const Eigen::VectorXd inv_logit_eta
-        = (eta > 0).select(1.0 / (1.0 + e), e / (1.0 + e)).matrix();
     auto ops = stan::math::make_partials_propagator(alpha, beta_ref);
     if constexpr (!stan::is_constant<T_alpha>::value) {
-      stan::math::partials<0>(ops) = inv_logit_eta.sum();
+      stan::math::partials<0>(ops) = inv_logit_eta.head(n).sum();
     }
     if constexpr (!stan::is_constant<T_beta>::value) {
-      stan::math::partials<1>(ops) = x_ref.transpose() * inv_logit_eta;
+      stan::math::partials<1>(ops) = x_ref.transpose() * inv_logit_eta.head(n).matrix();
     }
     return ops.build(lp);
   }

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from scipy.special import gammaln, logsumexp
+from scipy.special import expit, gammaln, logsumexp
 from scipy.stats import lognorm, multivariate_normal, norm
 
 from gmmpipe.cmdstan import check_cpp_flags, cmdstan_versions, find_cmdstan, load_model
@@ -208,6 +210,63 @@ def test_gradient_equals_finite_differences(gmm_exe, grainsize, scale):
     h = 1e-6 * scale
     numeric = [(log_prob(x + h * e)[0] - log_prob(x - h * e)[0]) / (2 * h) for e in np.eye(5)]
     np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-4)
+
+
+def _make_variable(cmdstan: Path, name: str) -> list[str]:
+    out = subprocess.run(
+        ["make", "-s", f"print-{name}"], cwd=cmdstan, capture_output=True, text=True, check=True
+    ).stdout
+    return shlex.split(out.partition("=")[2])
+
+
+@pytest.mark.cmdstan
+def test_every_lane_width_of_the_header_is_accurate(tmp_path):
+    """stan/user_header.hpp's log1p_exp and inv_logit at each lane width this CPU runs (SSE2,
+    AVX2 + FMA, AVX-512), built with CmdStan's compiler and flags: within 2e-15 of the exact
+    values (1e-300 absolutely where exp(eta) underflows, eta < -708); widths 4 and 8, which both
+    use fused multiply-adds, give the same bits.
+    """
+    cmdstan = find_cmdstan()
+    exe = tmp_path / "lanes"
+    compile_cmd = [
+        *_make_variable(cmdstan, "CXX"),
+        *_make_variable(cmdstan, "CXXFLAGS"),
+        *_make_variable(cmdstan, "CPPFLAGS"),
+        "-w",
+        f"-I{ROOT / 'stan'}",
+        str(ROOT / "tests" / "cpp" / "log1p_exp_lanes.cpp"),
+        "-o",
+        str(exe),
+        *_make_variable(cmdstan, "LDFLAGS"),
+        *_make_variable(cmdstan, "LDLIBS"),
+    ]
+    subprocess.run(compile_cmd, cwd=cmdstan, check=True)
+    rng = np.random.default_rng(7)
+    eta = np.concatenate(
+        [
+            np.linspace(-750, 750, 3001),
+            rng.normal(scale=3, size=2000),
+            rng.normal(scale=1e-6, size=200),
+            [0.0, -0.0, 708.0, -708.0, 1e-300, -1e-300],
+            rng.uniform(-40, 40, size=13),  # not a multiple of the widest lanes
+        ]
+    )
+    run = subprocess.run(
+        [str(exe)], input="".join(f"{v.hex()}\n" for v in eta), capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    rows = {}
+    for line in run.stdout.splitlines():
+        width, *values = line.split()
+        rows[int(width)] = np.array([float.fromhex(v) for v in values]).reshape(-1, 2)[: eta.size]
+    assert 2 in rows
+    exact = np.stack([np.logaddexp(0, eta), expit(eta)], axis=1)
+    tiny = eta < -708
+    for values in rows.values():
+        np.testing.assert_allclose(values[~tiny], exact[~tiny], rtol=2e-15, atol=0)
+        np.testing.assert_allclose(values[tiny], exact[tiny], rtol=0, atol=1e-300)
+    if 4 in rows and 8 in rows:
+        assert np.array_equal(rows[4], rows[8])
 
 
 @pytest.mark.cmdstan

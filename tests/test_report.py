@@ -188,7 +188,7 @@ def report(root, tmp_path_factory) -> Path:
         bench = results / "benchmarks" / "tiny" / f"{method}.tsv"
         bench.parent.mkdir(parents=True, exist_ok=True)
         bench.write_text("s\th:m:s\tmax_rss\tcpu_time\n0.5\t0:00:00\t100\t0.4\n")
-    stamp = (work / "stan" / "gmm.stan").stat().st_mtime
+    stamp = max(path.stat().st_mtime for path in (work / "stan").iterdir())  # program, header
     for step, folder in enumerate(["model", "data", "fits", "benchmarks"], start=1):
         for path in [results / folder, *(results / folder).rglob("*")]:
             os.utime(path, (stamp + 10 * step, stamp + 10 * step))

@@ -14,7 +14,13 @@ import yaml
 from scipy.special import expit, gammaln, logsumexp
 from scipy.stats import lognorm, multivariate_normal, norm
 
-from gmmpipe.cmdstan import check_cpp_flags, cmdstan_versions, find_cmdstan, load_model
+from gmmpipe.cmdstan import (
+    check_cpp_flags,
+    cmdstan_versions,
+    find_cmdstan,
+    load_model,
+    make_variable,
+)
 from gmmpipe.config import derived_seed, validate_config
 from gmmpipe.data import simulate, simulate_mixture, simulate_seed_notebook, stan_data
 from gmmpipe.errors import CmdStanNotFoundError, ConfigError
@@ -212,11 +218,7 @@ def test_gradient_equals_finite_differences(gmm_exe, grainsize, scale):
     np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-4)
 
 
-def _make_variable(cmdstan: Path, name: str) -> list[str]:
-    out = subprocess.run(
-        ["make", "-s", f"print-{name}"], cwd=cmdstan, capture_output=True, text=True, check=True
-    ).stdout
-    return shlex.split(out.partition("=")[2])
+MAKE_VARIABLES = ("CXX", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "LDLIBS")
 
 
 @pytest.mark.cmdstan
@@ -228,17 +230,18 @@ def test_every_lane_width_of_the_header_is_accurate(tmp_path):
     """
     cmdstan = find_cmdstan()
     exe = tmp_path / "lanes"
+    flags = {name: shlex.split(make_variable(name, cmdstan)) for name in MAKE_VARIABLES}
     compile_cmd = [
-        *_make_variable(cmdstan, "CXX"),
-        *_make_variable(cmdstan, "CXXFLAGS"),
-        *_make_variable(cmdstan, "CPPFLAGS"),
+        *flags["CXX"],
+        *flags["CXXFLAGS"],
+        *flags["CPPFLAGS"],
         "-w",
         f"-I{ROOT / 'stan'}",
         str(ROOT / "tests" / "cpp" / "log1p_exp_lanes.cpp"),
         "-o",
         str(exe),
-        *_make_variable(cmdstan, "LDFLAGS"),
-        *_make_variable(cmdstan, "LDLIBS"),
+        *flags["LDFLAGS"],
+        *flags["LDLIBS"],
     ]
     subprocess.run(compile_cmd, cwd=cmdstan, check=True)
     rng = np.random.default_rng(7)
@@ -248,7 +251,7 @@ def test_every_lane_width_of_the_header_is_accurate(tmp_path):
             rng.normal(scale=3, size=2000),
             rng.normal(scale=1e-6, size=200),
             [0.0, -0.0, 708.0, -708.0, 1e-300, -1e-300],
-            rng.uniform(-40, 40, size=13),  # not a multiple of the widest lanes
+            rng.uniform(-40, 40, size=13),
         ]
     )
     run = subprocess.run(

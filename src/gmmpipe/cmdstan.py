@@ -113,6 +113,18 @@ def check_cpp_flags(cpp_flags: str, path: Path | None = None) -> None:
         )
 
 
+def make_variable(name: str, path: Path | None = None) -> str:
+    """The value of CmdStan's make variable `name` (``make print-<name>``); "" if make fails."""
+    out = subprocess.run(
+        ["make", "-s", f"print-{name}"],
+        cwd=path or find_cmdstan(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.partition("=")[2].strip() if out.returncode == 0 else ""
+
+
 def _precompiled_header_first(path: Path) -> dict[str, str]:
     """Make options that let g++ use CmdStan's precompiled model header despite a user header.
 
@@ -120,10 +132,7 @@ def _precompiled_header_first(path: Path) -> dict[str, str]:
     CmdStan includes the user header first; naming the model header before it (CPPFLAGS come
     first on the command line) saves about 15 s per compile. Other compilers are left alone.
     """
-    cxx = subprocess.run(
-        ["make", "-s", "print-CXX_TYPE"], cwd=path, capture_output=True, text=True, check=False
-    )
-    if cxx.stdout.split() != ["CXX_TYPE", "=", "gcc"]:
+    if make_variable("CXX_TYPE", path) != "gcc":
         return {}
     return {"CPPFLAGS": "-include stan/model/model_header.hpp"}
 

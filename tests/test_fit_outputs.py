@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from gmmpipe.diagnostics import check
-from gmmpipe.fit import read_draws, relabel, stable_name, to_inference_data
+from gmmpipe.draws import read_draws, relabel
+from gmmpipe.fit import stable_name, to_inference_data
 from gmmpipe.summarize import SUMMARY_COLUMNS, summarize_fit
 from gmmpipe.vi import advi_converged, parse_elbo
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from gmmpipe.draws import Draws
 from gmmpipe.vi import advi_converged, pareto_khat
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
-
-if TYPE_CHECKING:
-    from gmmpipe.fit import Draws
 
 
 def _check(name: str, value: float, threshold: float, passed: bool) -> dict[str, Any]:

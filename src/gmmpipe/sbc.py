@@ -240,7 +240,8 @@ def _fit(
     A method with an ``init_method`` (see :func:`check_sbc_config`) starts at that fit's
     posterior mean, as in the pipeline.
     """
-    from gmmpipe.fit import read_draws, run_cmdstan, stan_inits
+    from gmmpipe.draws import read_draws
+    from gmmpipe.fit import run_cmdstan, stan_inits
 
     k = int(model_spec["K"])
     inits = None

@@ -1,0 +1,134 @@
+"""Draws of one fit: reading CmdStan's CSV output and putting every draw in one labelling.
+
+The lowest floor of the fitted-draws code: fit, diagnostics, and every consumer of the draws
+import from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gmmpipe.relabel import apply_permutations, match_to_reference, relabel_permutations
+
+SAMPLE_STATS = {  # CmdStan column -> ArviZ name
+    "lp__": "lp",
+    "accept_stat__": "acceptance_rate",
+    "stepsize__": "step_size",
+    "treedepth__": "tree_depth",
+    "n_leapfrog__": "n_steps",
+    "divergent__": "diverging",
+    "energy__": "energy",
+    "log_p__": "log_p",
+    "log_g__": "log_g",
+    "lp_approx__": "lp_approx",
+}
+
+
+@dataclass
+class Draws:
+    """Parameter draws (chains x draws x ...) and per-draw statistics of one fit."""
+
+    mu: np.ndarray  # (chain, draw, K, D)
+    theta: np.ndarray  # (chain, draw, K)
+    stats: dict[str, np.ndarray] = field(default_factory=dict)  # (chain, draw)
+    extra: dict[str, Any] = field(default_factory=dict)
+    sigma: np.ndarray | None = None  # (chain, draw, K, D) scales; diagonal and full covariance
+    omega: np.ndarray | None = None  # (chain, draw, K, D, D) correlations; full covariance
+
+    def components(self) -> dict[str, np.ndarray]:
+        """The per-component parameters present, by their Stan names (``Omega`` = L L')."""
+        named = {"mu": self.mu, "theta": self.theta, "sigma": self.sigma, "Omega": self.omega}
+        return {name: value for name, value in named.items() if value is not None}
+
+
+def read_draws(csv_files: list[Path], algorithm: str, k: int, d: int) -> Draws:
+    """Read CmdStan output CSVs into :class:`Draws` (works without CmdStan, e.g. on fixtures).
+
+    For ADVI the first row (the variational mean) is kept apart in ``extra["mean"]``.
+    """
+    frames = [pd.read_csv(f, comment="#") for f in sorted(csv_files)]
+    extra: dict[str, Any] = {}
+    if algorithm == "advi":
+        (frame,) = frames
+        mean = _component_parameters([frame.iloc[[0]]], k, d)
+        extra["mean"] = {name: value[0, 0].tolist() for name, value in mean.items()}
+        frames = [frame.iloc[1:]]
+    n_draws = min(len(f) for f in frames)
+    frames = [f.iloc[:n_draws] for f in frames]
+    params = _component_parameters(frames, k, d)
+    stats = {
+        name: np.stack([f[col].to_numpy(dtype=float) for f in frames])
+        for col, name in SAMPLE_STATS.items()
+        if col in frames[0].columns
+    }
+    return Draws(
+        mu=params["mu"],
+        theta=params["theta"],
+        stats=stats,
+        extra=extra,
+        sigma=params.get("sigma"),
+        omega=params.get("Omega"),
+    )
+
+
+def _component_parameters(frames: list[pd.DataFrame], k: int, d: int) -> dict[str, np.ndarray]:
+    """mu, theta and, when the fit has them, sigma and Omega (from L_Omega), (chain, draw, ...)."""
+    out = {
+        "mu": np.stack([_columns(f, "mu", (k, d)) for f in frames]),
+        "theta": np.stack([_columns(f, "theta", (k,)) for f in frames]),
+    }
+    if "sigma.1.1" in frames[0].columns:
+        out["sigma"] = np.stack([_columns(f, "sigma", (k, d)) for f in frames])
+    if "L_Omega.1.1.1" in frames[0].columns:
+        chol = np.stack([_columns(f, "L_Omega", (k, d, d)) for f in frames])
+        omega = chol @ np.swapaxes(chol, -1, -2)
+        scale = np.sqrt(np.diagonal(omega, axis1=-2, axis2=-1))  # 1 up to the CSV's rounding
+        out["Omega"] = omega / (scale[..., :, None] * scale[..., None, :])
+    return out
+
+
+def _columns(frame: pd.DataFrame, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Columns ``name.i.j`` of a CmdStan CSV as an array (rows, *shape), in row-major order."""
+    indices = np.ndindex(*shape)
+    cols = [".".join([name, *(str(i + 1) for i in idx)]) for idx in indices]
+    return frame[cols].to_numpy(dtype=float).reshape((len(frame), *shape))
+
+
+def relabel(draws: Draws) -> Draws:
+    """Put every draw in one common labelling (see :mod:`gmmpipe.relabel`)."""
+    chains, n, k, d = draws.mu.shape
+    lp_name = "lp" if "lp" in draws.stats else None
+    lp = draws.stats[lp_name].reshape(-1) if lp_name else None
+    if lp is not None and np.all(lp == 0):  # ADVI writes lp__ = 0
+        lp = draws.stats.get("log_p", np.zeros((chains, n))).reshape(-1)
+    perms = relabel_permutations(draws.mu.reshape(-1, k, d), draws.theta.reshape(-1, k), lp)
+    permuted = {
+        name: apply_permutations(value.reshape(-1, *value.shape[2:]), perms).reshape(value.shape)
+        for name, value in draws.components().items()
+    }
+    extra = dict(draws.extra)
+    extra["relabelled_draws"] = int((perms != np.arange(k)).any(axis=1).sum())
+    if "mean" in extra:
+        extra["mean"] = _relabel_point(extra["mean"], permuted["mu"])
+    return Draws(
+        mu=permuted["mu"],
+        theta=permuted["theta"],
+        stats=draws.stats,
+        extra=extra,
+        sigma=permuted.get("sigma"),
+        omega=permuted.get("Omega"),
+    )
+
+
+def _relabel_point(point: Mapping[str, Any], mu: np.ndarray) -> dict:
+    """Relabel a point estimate (the ADVI mean) to match the relabelled draws."""
+    k, d = mu.shape[-2:]
+    reference = mu.reshape(-1, k, d).mean(axis=0)
+    (perm,) = match_to_reference(np.asarray(point["mu"])[None], reference)
+    return {name: np.asarray(value)[perm].tolist() for name, value in point.items()}

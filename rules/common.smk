@@ -70,10 +70,12 @@ def fit_outputs(*extra):
 
 
 def fit_inputs(wildcards):
-    """The executable, the data and, for a method with `init`, the fit it starts from."""
+    """The executable, the data (CSV and JSON) and, for a method with `init`, the fit it
+    starts from."""
     inputs = {
         "exe": "results/model/gmm",
         "data": f"results/data/{wildcards.dataset}.csv",
+        "dataset": f"results/data/{wildcards.dataset}.json",  # names the data's columns
     }
     init = config["methods"][wildcards.method].get("init")
     if init:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gmmpipe.errors import DataError
-from gmmpipe.io import atomic_path, write_json
+from gmmpipe.io import atomic_path, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -125,14 +125,48 @@ def coordinate_names(d: int) -> list[str]:
     return [f"x{i + 1}" for i in range(d)]
 
 
+#: The column of the true component (1..K) in the pipeline's own dataset files, written for
+#: simulated data only; the dataset's JSON names it, so a user's column is never mistaken for it.
+ASSIGNMENT_COLUMN = "z"
+
+
 def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path) -> None:
-    """Write the observations (columns x1..xD, plus z when known) and the truth JSON."""
-    frame = pd.DataFrame(dataset.y, columns=coordinate_names(dataset.d))
+    """Write the observations (columns x1..xD, plus z when known) and the dataset's JSON.
+
+    The JSON lists the coordinate columns (``coordinates``) and the true-assignment column
+    (``assignments``, null when unknown), which :func:`load_dataset` reads back.
+    """
+    names = coordinate_names(dataset.d)
+    frame = pd.DataFrame(dataset.y, columns=names)
+    assignments = None
     if dataset.z is not None:
-        frame["z"] = dataset.z + 1
+        assignments = ASSIGNMENT_COLUMN
+        frame[assignments] = dataset.z + 1
     with atomic_path(csv_path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.17g")
-    write_json(json_path, {**dataset.truth, "n": dataset.n, "d": dataset.d})
+    write_json(
+        json_path,
+        {
+            **dataset.truth,
+            "n": dataset.n,
+            "d": dataset.d,
+            "coordinates": names,
+            "assignments": assignments,
+        },
+    )
+
+
+def load_dataset(csv_path: str | Path, json_path: str | Path, *, k: int = 1) -> Dataset:
+    """Read a dataset the pipeline wrote (:func:`write_dataset`): the coordinates and the
+    true assignments are the columns its JSON names, whatever the columns are called."""
+    info = read_json(json_path)
+    if "coordinates" in info:
+        columns, assignments = info["coordinates"], info.get("assignments")
+    else:  # written before the JSON named its columns: x1..xD, plus z for simulated data
+        header = pd.read_csv(csv_path, nrows=0).columns
+        columns = [c for c in header if c != ASSIGNMENT_COLUMN]
+        assignments = ASSIGNMENT_COLUMN if ASSIGNMENT_COLUMN in header else None
+    return read_dataset(csv_path, k=k, columns=columns, assignments=assignments)
 
 
 def _read_table(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
@@ -208,7 +242,12 @@ def _cell_text(value: Any) -> str:
 
 
 def read_dataset(
-    path: str | Path, *, k: int, columns: Sequence[str] | None = None, d: int | None = None
+    path: str | Path,
+    *,
+    k: int,
+    columns: Sequence[str] | None = None,
+    d: int | None = None,
+    assignments: str | None = None,
 ) -> Dataset:
     """Read and validate a CSV or Parquet file (suffix .parquet or .pq) of observations.
 
@@ -216,8 +255,11 @@ def read_dataset(
     ----------
     path : CSV file with a header row, or Parquet file.
     k : number of mixture components to be fitted (the data need at least `k` rows).
-    columns : columns to use; default: ``x1..xD`` when present, else every column but ``z``.
+    columns : columns to use; default: every column (but `assignments`).
     d : the declared dimension, checked when given.
+    assignments : a column of true components 1..K (the pipeline's simulated data only);
+        read into ``z`` and never used as a coordinate. A user's file has none, so none of
+        its columns is ever dropped.
 
     Raises
     ------
@@ -239,7 +281,7 @@ def read_dataset(
             raise DataError(f"{path}: columns {missing} not found (has {header})")
         cols = list(columns)
     else:
-        cols = [c for c in header if c != "z"]
+        cols = [c for c in header if c != assignments]
     if not cols:
         raise DataError(f"{path}: no data columns (has {header})")
     if d is not None and len(cols) != d:
@@ -261,8 +303,8 @@ def read_dataset(
     if len(y) < k:
         raise DataError(f"{path}: {len(y)} rows, fewer than the K = {k} mixture components")
     z = None
-    if "z" in frame.columns and not columns:
-        z = pd.to_numeric(frame["z"], errors="coerce").to_numpy()
+    if assignments is not None and assignments in frame.columns:
+        z = pd.to_numeric(frame[assignments], errors="coerce").to_numpy()
         z = z.astype(int) - 1 if np.all(np.isfinite(z)) else None
     return Dataset(y=y, z=z)
 

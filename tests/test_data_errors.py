@@ -28,6 +28,11 @@ BAD_FILES: dict[str, tuple[bytes, list[str], str]] = {
     "no_such_column": (b"a,b\n1,2\n3,4\n", ["a", "c"], "columns ['c'] not found"),
     "twice": (b"x1,x1\n1,2\n3,4\n", [], "row 1: column name 'x1' appears twice"),
     "binary": (b"x1,x2\n1,2\n\xff\xfe,3\n", [], "not a UTF-8 text file"),
+    "no_header": (
+        b"0.5,1\n-2,3e-2\n4,5\n",
+        [],
+        "row 1: the header ['0.5', '1'] is all numbers, so the file seems to have no header row",
+    ),
 }
 
 

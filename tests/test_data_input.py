@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from gmmpipe.data import Dataset, load_dataset, read_dataset, simulate_mixture, write_dataset
+from gmmpipe.errors import DataError
 
 
 def test_user_column_named_z_is_a_coordinate(tmp_path: Path) -> None:
@@ -61,3 +63,47 @@ def test_dataset_json_of_an_older_run_is_still_read(tmp_path: Path) -> None:
     back = load_dataset(tmp_path / "d.csv", tmp_path / "d.json", k=2)
     assert back.y.tolist() == [[0.5, 1.0], [2.0, 3.0]]
     assert back.z.tolist() == [0, 1]
+
+
+def test_header_false_reads_every_row(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(400, 2))
+    path = tmp_path / "plain.csv"
+    np.savetxt(path, y, delimiter=",", fmt="%.17g")
+    with pytest.raises(DataError, match="row 1: the header .* is all numbers"):
+        read_dataset(path, k=2)
+    data = read_dataset(path, k=2, header=False)
+    assert data.n == 400
+    np.testing.assert_array_equal(data.y, y)
+    second = read_dataset(path, k=2, header=False, columns=["x2"])
+    np.testing.assert_array_equal(second.y[:, 0], y[:, 1])
+
+
+def test_header_false_names_rows_from_one(tmp_path: Path) -> None:
+    path = tmp_path / "plain.csv"
+    path.write_text("1,2\n3\n")
+    with pytest.raises(DataError, match=r"row 2: 1 field, but row 1 has 2 columns"):
+        read_dataset(path, k=1, header=False)
+    path.write_text("1,2\n3,x\n")
+    with pytest.raises(DataError, match=r"row 2, column 'x2': 'x' is not a finite number"):
+        read_dataset(path, k=1, header=False)
+
+
+def test_header_false_is_refused_for_parquet(tmp_path: Path) -> None:
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"a": [1.0, 2.0]}).to_parquet(path)
+    with pytest.raises(DataError, match="'header: false' is for CSV files"):
+        read_dataset(path, k=1, header=False)
+
+
+def test_a_header_with_some_numeric_names_is_a_header(tmp_path: Path) -> None:
+    path = tmp_path / "years.csv"
+    path.write_text("site,2020,2021\n1,2,3\n4,5,6\n")
+    assert read_dataset(path, k=2).y.tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+
+
+def test_a_column_selected_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("x1,x2\n1,2\n3,4\n")
+    with pytest.raises(DataError, match=r"columns \['x1', 'x1'\] name \['x1'\] more than once"):
+        read_dataset(path, k=2, columns=["x1", "x1"])

@@ -169,11 +169,12 @@ def load_dataset(csv_path: str | Path, json_path: str | Path, *, k: int = 1) -> 
     return read_dataset(csv_path, k=k, columns=columns, assignments=assignments)
 
 
-def _read_table(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
+def _read_table(path: Path, *, header: bool = True) -> tuple[list[str], list[int], list[list[str]]]:
     """Header, file line numbers and cells of a CSV file; blank lines are skipped.
 
     Every data row must have as many fields as the header, so that no cell is silently
-    filled in or dropped.
+    filled in or dropped. Without a `header` row the columns are named x1..xD. A header row of
+    numbers only is refused: it is the file's first observation, not column names.
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -193,19 +194,44 @@ def _read_table(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
         raise DataError(f"{path}: row {reader.line_num}: not valid CSV ({err})") from None
     if not rows:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
-    header = [name.strip() for name in rows[0]]
-    for j, name in enumerate(header):
+    if not header:
+        names = coordinate_names(len(rows[0]))
+        _check_row_lengths(path, names, lines, rows, first=f"row {lines[0]}")
+        return names, lines, rows
+    names = [name.strip() for name in rows[0]]
+    for j, name in enumerate(names):
         if not name:
             raise DataError(f"{path}: row {lines[0]}, column {j + 1}: empty column name")
-        if name in header[:j]:
+        if name in names[:j]:
             raise DataError(f"{path}: row {lines[0]}: column name {name!r} appears twice")
-    for line, row in zip(lines[1:], rows[1:], strict=True):
-        if len(row) != len(header):
+    if all(_is_number(name) for name in names):
+        raise DataError(
+            f"{path}: row {lines[0]}: the header {names} is all numbers, so the file seems to "
+            "have no header row and its first observation would be lost; add a header row, or "
+            "set 'file: {header: false}' in the dataset's config"
+        )
+    _check_row_lengths(path, names, lines[1:], rows[1:], first="the header")
+    return names, lines[1:], rows[1:]
+
+
+def _check_row_lengths(
+    path: Path, names: list[str], lines: list[int], rows: list[list[str]], *, first: str
+) -> None:
+    """Every row has as many fields as there are columns (`first`: the row that says how many)."""
+    for line, row in zip(lines, rows, strict=True):
+        if len(row) != len(names):
             fields = f"{len(row)} field" + ("" if len(row) == 1 else "s")
             raise DataError(
-                f"{path}: row {line}: {fields}, but the header has {len(header)} columns {header}"
+                f"{path}: row {line}: {fields}, but {first} has {len(names)} columns {names}"
             )
-    return header, lines[1:], rows[1:]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 #: File suffixes read as Parquet; any other file is read as CSV.
@@ -248,18 +274,21 @@ def read_dataset(
     columns: Sequence[str] | None = None,
     d: int | None = None,
     assignments: str | None = None,
+    header: bool = True,
 ) -> Dataset:
     """Read and validate a CSV or Parquet file (suffix .parquet or .pq) of observations.
 
     Parameters
     ----------
-    path : CSV file with a header row, or Parquet file.
+    path : CSV file, or Parquet file.
     k : number of mixture components to be fitted (the data need at least `k` rows).
     columns : columns to use; default: every column (but `assignments`).
     d : the declared dimension, checked when given.
     assignments : a column of true components 1..K (the pipeline's simulated data only);
         read into ``z`` and never used as a coordinate. A user's file has none, so none of
         its columns is ever dropped.
+    header : whether the CSV file's first row names the columns; without it they are named
+        x1..xD. A Parquet file always names its columns.
 
     Raises
     ------
@@ -272,23 +301,28 @@ def read_dataset(
         what = "is a directory, not a file" if path.is_dir() else "data file not found"
         raise DataError(f"{path}: {what}")
     if path.suffix.lower() in PARQUET_SUFFIXES:
-        header, lines, rows = _read_parquet(path)
+        if not header:
+            raise DataError(f"{path}: 'header: false' is for CSV files; Parquet names its columns")
+        names, lines, rows = _read_parquet(path)
     else:
-        header, lines, rows = _read_table(path)
+        names, lines, rows = _read_table(path, header=header)
     if columns:
-        missing = [c for c in columns if c not in header]
+        missing = [c for c in columns if c not in names]
         if missing:
-            raise DataError(f"{path}: columns {missing} not found (has {header})")
+            raise DataError(f"{path}: columns {missing} not found (has {names})")
+        twice = sorted({c for c in columns if list(columns).count(c) > 1})
+        if twice:
+            raise DataError(f"{path}: columns {list(columns)} name {twice} more than once")
         cols = list(columns)
     else:
-        cols = [c for c in header if c != assignments]
+        cols = [c for c in names if c != assignments]
     if not cols:
-        raise DataError(f"{path}: no data columns (has {header})")
+        raise DataError(f"{path}: no data columns (has {names})")
     if d is not None and len(cols) != d:
         raise DataError(f"{path}: has {len(cols)} data columns {cols}, expected D = {d}")
     if not rows:
         raise DataError(f"{path}: header only, no data rows")
-    frame = pd.DataFrame(rows, columns=header, dtype=str)
+    frame = pd.DataFrame(rows, columns=names, dtype=str)
     y = np.empty((len(frame), len(cols)))
     for j, col in enumerate(cols):
         cells = frame[col].str.strip()

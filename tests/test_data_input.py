@@ -70,7 +70,7 @@ def test_header_false_reads_every_row(tmp_path: Path) -> None:
     y = rng.normal(size=(400, 2))
     path = tmp_path / "plain.csv"
     np.savetxt(path, y, delimiter=",", fmt="%.17g")
-    with pytest.raises(DataError, match="row 1: the header .* is all numbers"):
+    with pytest.raises(DataError, match=r"row 1: the header .* is all numbers"):
         read_dataset(path, k=2)
     data = read_dataset(path, k=2, header=False)
     assert data.n == 400

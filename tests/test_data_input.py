@@ -107,3 +107,11 @@ def test_a_column_selected_twice_is_refused(tmp_path: Path) -> None:
     path.write_text("x1,x2\n1,2\n3,4\n")
     with pytest.raises(DataError, match=r"columns \['x1', 'x1'\] name \['x1'\] more than once"):
         read_dataset(path, k=2, columns=["x1", "x1"])
+
+
+@pytest.mark.parametrize("scale", [1e-100, 1e-3, 1e6, 1e100])
+def test_large_and_small_but_representable_scales_are_read(tmp_path: Path, scale: float) -> None:
+    path = tmp_path / "d.csv"
+    y = np.array([[1.0, -2.0], [3.5, 4.0], [0.0, 1.0]]) * scale
+    pd.DataFrame(y, columns=["a", "b"]).to_csv(path, index=False, float_format="%.17g")
+    np.testing.assert_array_equal(read_dataset(path, k=2).y, y)

@@ -333,6 +333,11 @@ def read_dataset(
             cell = cells.iloc[row]
             problem = "empty cell" if not cell else f"{cell!r} is not a finite number"
             raise DataError(f"{path}: row {lines[row]}, column '{col}': {problem}")
+        problem = _scale_problem(values)
+        if problem:
+            row, text = problem
+            where = f"row {lines[row]}, column '{col}'" if row is not None else f"column '{col}'"
+            raise DataError(f"{path}: {where}: {text}")
         y[:, j] = values
     if len(y) < k:
         raise DataError(f"{path}: {len(y)} rows, fewer than the K = {k} mixture components")
@@ -341,6 +346,47 @@ def read_dataset(
         z = pd.to_numeric(frame[assignments], errors="coerce").to_numpy()
         z = z.astype(int) - 1 if np.all(np.isfinite(z)) else None
     return Dataset(y=y, z=z)
+
+
+#: Largest magnitude of a coordinate: its square, and sums of squares over many rows, stay far
+#: from overflowing double precision (1.8e308), which the likelihood needs.
+MAX_MAGNITUDE = 1e150
+#: Below this, a column's squares underflow (are 0 or lose their digits) in double precision.
+MIN_MAGNITUDE = 1e-150
+#: A column whose values span less than this fraction of their magnitude keeps fewer than about
+#: four significant digits in its deviations from the mean (double precision has 16).
+MIN_RELATIVE_SPREAD = 1e-12
+_RESCALE = "rescale the column (e.g. to standard units) before fitting"
+
+
+def _scale_problem(values: np.ndarray) -> tuple[int | None, str] | None:
+    """Why a column's scale is absurd for double-precision fitting, with the row to blame.
+
+    Independent of the prior: it catches values whose squares overflow or lose all precision.
+    """
+    magnitude = np.abs(values)
+    if magnitude.size == 0:
+        return None
+    top = int(np.argmax(magnitude))
+    scale = float(magnitude[top])
+    if scale > MAX_MAGNITUDE:
+        return top, (
+            f"{values[top]:.6g} is too large: values beyond {MAX_MAGNITUDE:g} in magnitude "
+            f"overflow their squares in double precision; {_RESCALE}"
+        )
+    if 0 < scale < MIN_MAGNITUDE:
+        return None, (
+            f"every value is below {MIN_MAGNITUDE:g} in magnitude (largest {scale:.6g}), so "
+            f"their squares underflow in double precision; {_RESCALE}"
+        )
+    spread = float(np.max(values) - np.min(values))
+    if 0 < spread < MIN_RELATIVE_SPREAD * scale:
+        return None, (
+            f"the values span only {spread:.3g} at magnitude {scale:.6g} (a relative spread "
+            f"below {MIN_RELATIVE_SPREAD:g}), so their differences lose their precision; "
+            "subtract an offset (e.g. the column's mean) before fitting"
+        )
+    return None
 
 
 #: The covariance structures of `stan/gmm.stan`, by their code in its data block.

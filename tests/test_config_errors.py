@@ -107,6 +107,11 @@ BAD_CONFIGS = [
     ("datasets.own.file.path", "", "'datasets.own.file.path' = ''"),
     ("datasets.own.file.path", "data/nope.csv", "'datasets.own.file.path' = 'data/nope.csv'"),
     ("datasets.own.file.path", "data", "'datasets.own.file.path' = 'data': not a regular"),
+    (
+        "datasets.own.file.path",
+        "data/{own}.csv",
+        "'datasets.own.file.path' = 'data/{own}.csv': braces are not allowed in data paths",
+    ),
     ("datasets.own.file.columns", ["x1", "x1"], "'datasets.own.file.columns' = ['x1', 'x1']"),
     ("datasets.own.file.header", "no", "'datasets.own.file.header' = 'no'"),
     ("datasets.bad-name", {"file": {"path": "x"}}, "'datasets' = 'bad-name'"),
@@ -267,3 +272,14 @@ def test_exponent_strings_elsewhere_still_fail_clearly(
     with pytest.raises(ConfigError, match=re.escape(message)) as err:
         _yaml_config(data_dir, methods)
     assert "\n" not in str(err.value)
+
+
+def test_home_in_a_data_path_is_expanded(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(data_dir))
+    config = _base()
+    config["datasets"]["own"]["file"]["path"] = "~/data/own.csv"
+    completed = validate_config(config, base_dir=tmp_path)
+    assert completed["datasets"]["own"]["file"]["path"] == str(data_dir / "data" / "own.csv")
+    assert config["datasets"]["own"]["file"]["path"] == "~/data/own.csv"  # input not changed

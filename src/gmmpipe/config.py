@@ -169,13 +169,23 @@ def resolve_data_path(path: str | os.PathLike[str], base_dir: str | os.PathLike[
     return (Path(base_dir) / Path(path).expanduser()).resolve()
 
 
-def _check_files(config: Mapping[str, Any], base_dir: Path) -> None:
-    """Every `datasets.<name>.file.path` must be an existing, readable regular file."""
+def _check_files(config: dict[str, Any], base_dir: Path) -> None:
+    """Every `datasets.<name>.file.path` must be an existing, readable regular file.
+
+    A leading ``~`` is expanded in the completed config (Snakemake would look for a directory
+    named ``~``); braces are refused, since Snakemake reads ``{...}`` as a wildcard.
+    """
     for name, dataset in config["datasets"].items():
         if "file" not in dataset:
             continue
         given = dataset["file"]["path"]
         where = f"config: 'datasets.{name}.file.path' = {given!r}"
+        if "{" in given or "}" in given:
+            raise ConfigError(
+                f"{where}: braces are not allowed in data paths (Snakemake reads {{...}} as a "
+                "wildcard); rename the file, or link it (ln -s) under a name without braces"
+            )
+        dataset["file"]["path"] = os.path.expanduser(given)
         resolved = resolve_data_path(given, base_dir)
         if not resolved.exists():
             raise ConfigError(f"{where}: data file not found (resolved to {resolved})")

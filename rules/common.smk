@@ -198,6 +198,19 @@ def all_fit_files(name):
     return [f"results/fits/{d}/{m}/{name}" for d, m in FITS]
 
 
+def report_diagnostics():
+    """End of a run: a few lines naming the target fits whose diagnostics failed."""
+    from snakemake.logging import logger
+
+    from gmmpipe.workflow import failed_diagnostics
+
+    lines = failed_diagnostics(
+        all_fit_files(FIT_FILES["diagnostics"]), details=PROVENANCE["diagnostics"]
+    )
+    if lines:
+        logger.warning("\n".join(lines))
+
+
 def plot_benchmarks():
     """Benchmark files of every figure and table rule (for provenance)."""
     paths = []

@@ -11,5 +11,10 @@ data = read_dataset(
     columns=spec["file"]["columns"],
     header=spec["file"]["header"],
 )
-truth = {"generator": "file", "path": str(snakemake.input[0]), "columns": spec["file"]["columns"]}
+truth = {
+    "generator": "file",
+    "path": str(snakemake.input[0]),
+    "columns": spec["file"]["columns"],
+    "checksum": snakemake.params.checksum,
+}
 write_dataset(Dataset(y=data.y, truth=truth), snakemake.output.csv, snakemake.output.truth)

@@ -11,18 +11,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from workflow_helpers import stray_temporaries
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from workflow_helpers import stray_temporaries  # noqa: E402
-
-from gmmpipe.data import simulate_mixture  # noqa: E402
-from gmmpipe.errors import FitError, StorageError  # noqa: E402
-from gmmpipe.io import atomic_path, storage_problem, write_json  # noqa: E402
-from gmmpipe.plots import save_figure  # noqa: E402
+from gmmpipe.data import simulate_mixture
+from gmmpipe.errors import FitError, StorageError
+from gmmpipe.io import atomic_path, storage_problem, write_json
+from gmmpipe.plots import save_figure
 
 
 def _mount(target: Path, *options: str) -> bool:

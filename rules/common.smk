@@ -51,6 +51,18 @@ def dataset_spec(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
+def data_file(wildcards):
+    """The user's data file of a dataset (validated: it exists, `~` expanded)."""
+    return config["datasets"][wildcards.dataset]["file"]["path"]
+
+
+def data_checksum(wildcards):
+    """The data file's SHA-256: a changed file is ingested again even if its mtime is old."""
+    from gmmpipe.io import file_checksum
+
+    return file_checksum(data_file(wildcards))
+
+
 def method_spec(wildcards):
     """The validated config entry of the method of a fit rule."""
     return config["methods"][wildcards.method]

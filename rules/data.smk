@@ -14,18 +14,6 @@ rule simulate:
         "../scripts/simulate.py"
 
 
-def data_file(wildcards):
-    """The user's data file of a dataset (validated: it exists, `~` expanded)."""
-    return config["datasets"][wildcards.dataset]["file"]["path"]
-
-
-def data_checksum(wildcards):
-    """The data file's SHA-256: a changed file is ingested again even if its mtime is old."""
-    from gmmpipe.io import file_checksum
-
-    return file_checksum(data_file(wildcards))
-
-
 rule ingest:
     input:
         data_file,

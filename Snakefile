@@ -23,6 +23,10 @@ include: "rules/report.smk"
 include: "rules/sbc.smk"
 
 
+onstart:
+    check_results_writable()
+
+
 onsuccess:
     report_diagnostics()
 

@@ -210,6 +210,19 @@ def all_fit_files(name):
     return [f"results/fits/{d}/{m}/{name}" for d, m in FITS]
 
 
+def check_results_writable():
+    """Before any job: stop in one line when results/ is read-only, not writable or full
+    (Snakemake would fail on removing or creating outputs with a traceback)."""
+    from gmmpipe.io import storage_problem
+
+    results = Path("results").absolute()
+    while not results.exists():
+        results = results.parent
+    problem = storage_problem(results)
+    if problem:
+        raise WorkflowError(f"cannot write the results: {problem}")
+
+
 def report_diagnostics():
     """End of a run: a few lines naming the target fits whose diagnostics failed."""
     from snakemake.logging import logger

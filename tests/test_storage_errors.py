@@ -8,13 +8,13 @@ import errno
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from workflow_helpers import stray_temporaries
+from workflow_helpers import make_workflow, output, small_config, snakemake, stray_temporaries
 
 from gmmpipe.data import simulate_mixture
 from gmmpipe.errors import FitError, StorageError
@@ -33,34 +33,40 @@ def _mount(target: Path, *options: str) -> bool:
 
 
 @pytest.fixture
-def full_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs with all but a few bytes taken (needs root: mount)."""
-    disk = tmp_path / "disk"
-    if os.geteuid() != 0 or not _mount(disk, "size=256k"):
-        pytest.skip("mounting a tmpfs needs root")
-    try:
-        with (disk / "filler").open("wb") as fh:
-            try:
-                fh.write(b"\0" * (1 << 20))
-            except OSError as err:
-                assert err.errno == errno.ENOSPC
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True)
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Mount tmpfs file systems (``mount(path, "size=1m", read_only=False)``; needs root),
+    unmounted at the end."""
+    mounted: list[Path] = []
+
+    def mount(target: Path, *options: str, read_only: bool = False) -> Path:
+        if os.geteuid() != 0 or not _mount(target, *options):
+            pytest.skip("mounting a tmpfs needs root")
+        mounted.append(target)
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(target)], check=True)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], check=True)
 
 
 @pytest.fixture
-def read_only_disk(tmp_path: Path) -> Iterator[Path]:
-    """A read-only tmpfs holding a results directory (needs root: mount)."""
-    disk = tmp_path / "ro"
-    if os.geteuid() != 0 or not _mount(disk, "size=256k"):
-        pytest.skip("mounting a tmpfs needs root")
-    try:
-        (disk / "results").mkdir()
-        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-        yield disk / "results"
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True)
+def full_disk(tmp_path: Path, tmpfs: Callable[..., Path]) -> Path:
+    """A 256 KiB tmpfs with all but a few bytes taken (needs root: mount)."""
+    disk = tmpfs(tmp_path / "disk", "size=256k")
+    with (disk / "filler").open("wb") as fh:
+        try:
+            fh.write(b"\0" * (1 << 20))
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+    return disk
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path, tmpfs: Callable[..., Path]) -> Path:
+    """An empty read-only tmpfs as the results directory (needs root: mount)."""
+    return tmpfs(tmp_path / "results", "size=256k", read_only=True)
 
 
 def _figure() -> plt.Figure:
@@ -172,3 +178,45 @@ def test_fit_on_a_full_disk_names_the_directory(full_disk: Path, gmm_exe: Path) 
         f"CmdStan nuts failed: no space left on device in {full_disk / 'fits' / 'nuts'} ("
     )
     assert [p for p in full_disk.rglob("*") if p.is_file()] == []
+
+
+def _workflow_with_data(workdir: Path, rows: int) -> Path:
+    config = small_config(datasets={"own": {"file": {"path": "data/own.csv"}, "model": {"K": 2}}})
+    make_workflow(workdir, config)
+    (workdir / "data").mkdir()
+    y = np.random.default_rng(0).normal(size=(rows, 2))
+    np.savetxt(workdir / "data" / "own.csv", y, delimiter=",", header="a,b", comments="")
+    return workdir
+
+
+@pytest.mark.workflow
+def test_workflow_job_on_a_full_disk_says_so_in_one_line(
+    tmp_path: Path, tmpfs: Callable[..., Path]
+) -> None:
+    """results/ on a 1.5 MiB file system: room to start, not for the ingested 60 000 rows."""
+    workdir = _workflow_with_data(tmp_path / "wf", 60_000)
+    tmpfs(workdir / "results", "size=1536k")
+    result = snakemake(workdir, "--cores", "1", "results/data/own.csv")
+    assert result.returncode != 0
+    log = (workdir / "logs" / "data" / "own.log").read_text()
+    message = (
+        "gmmpipe.errors.StorageError: cannot write results/data/own.csv: "
+        "no space left on device in results/data\n"
+    )
+    assert log == message
+    assert message.strip() in output(result)
+    assert [p for p in (workdir / "results").rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.workflow
+def test_workflow_on_a_read_only_results_directory_stops_before_any_job(
+    tmp_path: Path, tmpfs: Callable[..., Path]
+) -> None:
+    workdir = _workflow_with_data(tmp_path / "wf", 10)
+    tmpfs(workdir / "results", "size=64k", read_only=True)
+    result = snakemake(workdir, "--cores", "1", "results/data/own.csv")
+    assert result.returncode != 0
+    text = output(result)
+    assert f"cannot write the results: read-only file system in {workdir / 'results'}" in text
+    assert "Traceback" not in text
+    assert not (workdir / "logs" / "data").exists()

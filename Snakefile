@@ -3,7 +3,11 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# config/config.yaml is the default: a config given with `--configfile` replaces it instead of
+# being merged into it, so that a user's datasets and methods are exactly the ones run.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "report/workflow.rst"
@@ -17,6 +21,18 @@ include: "rules/summarize.smk"
 include: "rules/plot.smk"
 include: "rules/report.smk"
 include: "rules/sbc.smk"
+
+
+onstart:
+    check_results_writable()
+
+
+onsuccess:
+    report_diagnostics()
+
+
+onerror:
+    report_diagnostics()
 
 
 rule all:

@@ -51,6 +51,18 @@ def dataset_spec(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
+def data_file(wildcards):
+    """The user's data file of a dataset (validated: it exists, `~` expanded)."""
+    return config["datasets"][wildcards.dataset]["file"]["path"]
+
+
+def data_checksum(wildcards):
+    """The data file's SHA-256: a changed file is ingested again even if its mtime is old."""
+    from gmmpipe.io import file_checksum
+
+    return file_checksum(data_file(wildcards))
+
+
 def method_spec(wildcards):
     """The validated config entry of the method of a fit rule."""
     return config["methods"][wildcards.method]
@@ -70,10 +82,12 @@ def fit_outputs(*extra):
 
 
 def fit_inputs(wildcards):
-    """The executable, the data and, for a method with `init`, the fit it starts from."""
+    """The executable, the data (CSV and JSON) and, for a method with `init`, the fit it
+    starts from."""
     inputs = {
         "exe": "results/model/gmm",
         "data": f"results/data/{wildcards.dataset}.csv",
+        "dataset": f"results/data/{wildcards.dataset}.json",  # names the data's columns
     }
     init = config["methods"][wildcards.method].get("init")
     if init:
@@ -194,6 +208,32 @@ def figure(name, category, label, caption=None):
 def all_fit_files(name):
     """File `name` of every target fit (for provenance)."""
     return [f"results/fits/{d}/{m}/{name}" for d, m in FITS]
+
+
+def check_results_writable():
+    """Before any job: stop in one line when results/ is read-only, not writable or full
+    (Snakemake would fail on removing or creating outputs with a traceback)."""
+    from gmmpipe.io import storage_problem
+
+    results = Path("results").absolute()
+    while not results.exists():
+        results = results.parent
+    problem = storage_problem(results)
+    if problem:
+        raise WorkflowError(f"cannot write the results: {problem}")
+
+
+def report_diagnostics():
+    """End of a run: a few lines naming the target fits whose diagnostics failed."""
+    from snakemake.logging import logger
+
+    from gmmpipe.workflow import failed_diagnostics
+
+    lines = failed_diagnostics(
+        all_fit_files(FIT_FILES["diagnostics"]), details=PROVENANCE["diagnostics"]
+    )
+    if lines:
+        logger.warning("\n".join(lines))
 
 
 def plot_benchmarks():

@@ -16,7 +16,7 @@ rule simulate:
 
 rule ingest:
     input:
-        lambda wildcards: config["datasets"][wildcards.dataset]["file"]["path"],
+        data_file,
     output:
         csv="results/data/{dataset}.csv",
         truth="results/data/{dataset}.json",
@@ -28,5 +28,6 @@ rule ingest:
         "../environment.yml"
     params:
         spec=lambda wildcards: config["datasets"][wildcards.dataset],
+        checksum=data_checksum,
     script:
         "../scripts/ingest.py"

@@ -1,6 +1,6 @@
 """Snakemake adapter: fit one dataset with one method through CmdStan."""
 
-from gmmpipe.data import read_dataset
+from gmmpipe.data import load_dataset
 from gmmpipe.fit import fit_dataset, inits_from
 from gmmpipe.workflow import log_to
 
@@ -8,7 +8,7 @@ log_to(snakemake.log[0])
 spec = snakemake.params.dataset
 fit_dataset(
     snakemake.input.exe,
-    read_dataset(snakemake.input.data, k=spec["model"]["K"]),
+    load_dataset(snakemake.input.data, snakemake.input.dataset, k=spec["model"]["K"]),
     dataset_spec=spec,
     method_spec=snakemake.params.method,
     seed=snakemake.params.seed,

@@ -5,6 +5,16 @@ from gmmpipe.workflow import log_to
 
 log_to(snakemake.log[0])
 spec = snakemake.params.spec
-data = read_dataset(snakemake.input[0], k=spec["model"]["K"], columns=spec["file"]["columns"])
-truth = {"generator": "file", "path": str(snakemake.input[0]), "columns": spec["file"]["columns"]}
+data = read_dataset(
+    snakemake.input[0],
+    k=spec["model"]["K"],
+    columns=spec["file"]["columns"],
+    header=spec["file"]["header"],
+)
+truth = {
+    "generator": "file",
+    "path": str(snakemake.input[0]),
+    "columns": spec["file"]["columns"],
+    "checksum": snakemake.params.checksum,
+}
 write_dataset(Dataset(y=data.y, truth=truth), snakemake.output.csv, snakemake.output.truth)

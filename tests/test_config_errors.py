@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from workflow_helpers import make_workflow, output, small_config, snakemake
 
 from gmmpipe.config import fits, load_schema, validate_config
@@ -105,6 +107,13 @@ BAD_CONFIGS = [
     ("datasets.own.file.path", "", "'datasets.own.file.path' = ''"),
     ("datasets.own.file.path", "data/nope.csv", "'datasets.own.file.path' = 'data/nope.csv'"),
     ("datasets.own.file.path", "data", "'datasets.own.file.path' = 'data': not a regular"),
+    (
+        "datasets.own.file.path",
+        "data/{own}.csv",
+        "'datasets.own.file.path' = 'data/{own}.csv': braces are not allowed in data paths",
+    ),
+    ("datasets.own.file.columns", ["x1", "x1"], "'datasets.own.file.columns' = ['x1', 'x1']"),
+    ("datasets.own.file.header", "no", "'datasets.own.file.header' = 'no'"),
     ("datasets.bad-name", {"file": {"path": "x"}}, "'datasets' = 'bad-name'"),
     ("methods.nuts.algorithm", "hmc", "'methods.nuts.algorithm' = 'hmc'"),
     ("methods.nuts.chains", 0, "'methods.nuts.chains' = 0"),
@@ -218,3 +227,59 @@ def test_workflow_stops_before_any_job(tmp_path: Path, key: str, value: Any, mes
     assert message in output(result)
     assert not (workdir / "results").exists()
     assert not (workdir / "logs").exists()
+
+
+def _yaml_config(data_dir: Path, methods: str) -> dict[str, Any]:
+    """The base config with its methods replaced by `methods`, as YAML text reads it."""
+    config = _base()
+    config["methods"] = yaml.safe_load(methods)
+    return validate_config(config, base_dir=data_dir)
+
+
+def test_exponent_numbers_that_yaml_reads_as_strings_are_numbers(data_dir: Path) -> None:
+    methods = "vi: {algorithm: advi, tol_rel_obj: 1e-4, eta: 1E-1}\nn: {algorithm: nuts}\n"
+    assert yaml.safe_load(methods)["vi"]["tol_rel_obj"] == "1e-4"  # YAML 1.1 indeed
+    completed = _yaml_config(data_dir, methods)
+    assert completed["methods"]["vi"]["tol_rel_obj"] == 1e-4
+    assert completed["methods"]["vi"]["eta"] == 0.1
+    config = _base()
+    config["datasets"]["tiny"]["model"]["mu_sd"] = "2.5e+0"
+    config["datasets"]["tiny"]["simulate"]["means"] = [["-2e0", "0"], ["2e0", 0.0]]
+    with pytest.raises(ConfigError, match=r"'datasets.tiny.simulate.means.0.1' = '0'"):
+        validate_config(config, base_dir=data_dir)  # only exponent notation is converted
+    config["datasets"]["tiny"]["simulate"]["means"][0][1] = 0.0
+    completed = validate_config(config, base_dir=data_dir)
+    assert completed["datasets"]["tiny"]["model"]["mu_sd"] == 2.5
+    assert completed["datasets"]["tiny"]["simulate"]["means"] == [[-2.0, 0.0], [2.0, 0.0]]
+
+
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [
+        ("vi: {algorithm: advi, tol_rel_obj: 1e999}", "'methods.vi.tol_rel_obj' = inf: must be"),
+        ("vi: {algorithm: advi, tol_rel_obj: -1e-4}", "'methods.vi.tol_rel_obj' = -0.0001"),
+        (
+            "vi: {algorithm: advi, iter: 1e4}",
+            "'methods.vi.iter' = '1e4': must be of type 'integer'; write whole numbers without "
+            "an exponent (e.g. 10000, not 1e4)",
+        ),
+        ("vi: {algorithm: advi, variational: 1e4}", "'methods.vi.variational' = '1e4'"),
+    ],
+)
+def test_exponent_strings_elsewhere_still_fail_clearly(
+    data_dir: Path, methods: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        _yaml_config(data_dir, methods)
+    assert "\n" not in str(err.value)
+
+
+def test_home_in_a_data_path_is_expanded(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(data_dir))
+    config = _base()
+    config["datasets"]["own"]["file"]["path"] = "~/data/own.csv"
+    completed = validate_config(config, base_dir=tmp_path)
+    assert completed["datasets"]["own"]["file"]["path"] == str(data_dir / "data" / "own.csv")
+    assert config["datasets"]["own"]["file"]["path"] == "~/data/own.csv"  # input not changed

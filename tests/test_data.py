@@ -7,6 +7,7 @@ import pytest
 
 from gmmpipe.data import (
     Dataset,
+    load_dataset,
     read_dataset,
     simulate,
     simulate_mixture,
@@ -65,7 +66,7 @@ def test_seed_large_continues_the_stream(notebook):
 def test_written_csv_round_trips_exactly(tmp_path):
     data = simulate_seed_notebook(100)
     write_dataset(data, tmp_path / "d.csv", tmp_path / "d.json")
-    back = read_dataset(tmp_path / "d.csv", k=2, d=2)
+    back = load_dataset(tmp_path / "d.csv", tmp_path / "d.json", k=2)
     np.testing.assert_array_equal(back.y, data.y)
     np.testing.assert_array_equal(back.z, data.z)
     header = (tmp_path / "d.csv").read_text().splitlines()[0]

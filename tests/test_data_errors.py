@@ -28,6 +28,18 @@ BAD_FILES: dict[str, tuple[bytes, list[str], str]] = {
     "no_such_column": (b"a,b\n1,2\n3,4\n", ["a", "c"], "columns ['c'] not found"),
     "twice": (b"x1,x1\n1,2\n3,4\n", [], "row 1: column name 'x1' appears twice"),
     "binary": (b"x1,x2\n1,2\n\xff\xfe,3\n", [], "not a UTF-8 text file"),
+    "huge": (b"x1,x2\n1,2\n3,-1e200\n", [], "row 3, column 'x2': -1e+200 is too large"),
+    "tiny": (b"x1,x2\n1,1e-200\n3,-3e-180\n", [], "column 'x2': every value is below 1e-150"),
+    "offset": (
+        b"x1,x2\n1,1e16\n2,10000000000000002\n",
+        [],
+        "column 'x2': the values span only 2 at magnitude 1e+16",
+    ),
+    "no_header": (
+        b"0.5,1\n-2,3e-2\n4,5\n",
+        [],
+        "row 1: the header ['0.5', '1'] is all numbers, so the file seems to have no header row",
+    ),
 }
 
 

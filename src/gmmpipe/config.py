@@ -61,6 +61,15 @@ def _schema_error_message(error: jsonschema.ValidationError) -> str:
         return f"config: '{where}' is missing a required key: {error.message}"
     if error.validator == "oneOf" and isinstance(error.instance, dict):
         return f"config: '{where}' must have exactly one of 'simulate' or 'file'"
+    if (
+        error.validator == "type"
+        and isinstance(error.instance, str)
+        and _EXPONENT_NUMBER.match(error.instance.strip())
+    ):
+        return (
+            f"config: '{where}' = {error.instance!r}: must be of type {error.validator_value!r}; "
+            "write whole numbers without an exponent (e.g. 10000, not 1e4)"
+        )
     return f"config: '{where}' = {error.instance!r}: {error.message}"
 
 
@@ -90,8 +99,9 @@ def validate_config(
     """
     schema = dict(schema) if schema is not None else load_schema()
     completed = copy.deepcopy(dict(config))
-    _check_finite(completed, ())
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    _coerce_numbers(completed, validator)
+    _check_finite(completed, ())
     errors = list(validator.iter_errors(completed))
     if errors:
         raise ConfigError(_schema_error_message(jsonschema.exceptions.best_match(errors)))
@@ -99,6 +109,47 @@ def validate_config(
     _check_inits(completed["methods"])
     _check_files(completed, Path.cwd() if base_dir is None else Path(base_dir))
     return completed
+
+
+# A number in exponent notation: YAML 1.1 (PyYAML, hence Snakemake) reads 1e-4 or 1.0e5 as a
+# string, since its floats need a dot and a signed exponent.
+_EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _coerce_numbers(config: dict[str, Any], validator: Any) -> None:
+    """Turn strings such as ``"1e-4"`` into floats wherever the schema expects a number.
+
+    Only where the schema (after its ``$ref``, ``if``/``then`` branches) reports a string
+    that is not of a ``number`` type; integer keys stay strict.
+    """
+    for _ in range(1000):  # each pass fixes at least one value; a bound against surprises
+        found = [
+            err
+            for err in _all_errors(validator.iter_errors(config))
+            if err.validator == "type"
+            and "number" in _types(err.validator_value)
+            and isinstance(err.instance, str)
+            and _EXPONENT_NUMBER.match(err.instance.strip())
+        ]
+        if not found:
+            return
+        for err in found:
+            *parents, last = err.absolute_path
+            node: Any = config
+            for part in parents:
+                node = node[part]
+            node[last] = float(err.instance)
+
+
+def _all_errors(errors: Iterator[jsonschema.ValidationError]) -> Iterator[Any]:
+    """Schema errors and, recursively, those in the branches of oneOf/anyOf."""
+    for err in errors:
+        yield err
+        yield from _all_errors(iter(err.context or ()))
+
+
+def _types(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _check_finite(value: Any, path: tuple[Any, ...]) -> None:
@@ -118,13 +169,23 @@ def resolve_data_path(path: str | os.PathLike[str], base_dir: str | os.PathLike[
     return (Path(base_dir) / Path(path).expanduser()).resolve()
 
 
-def _check_files(config: Mapping[str, Any], base_dir: Path) -> None:
-    """Every `datasets.<name>.file.path` must be an existing, readable regular file."""
+def _check_files(config: dict[str, Any], base_dir: Path) -> None:
+    """Every `datasets.<name>.file.path` must be an existing, readable regular file.
+
+    A leading ``~`` is expanded in the completed config (Snakemake would look for a directory
+    named ``~``); braces are refused, since Snakemake reads ``{...}`` as a wildcard.
+    """
     for name, dataset in config["datasets"].items():
         if "file" not in dataset:
             continue
         given = dataset["file"]["path"]
         where = f"config: 'datasets.{name}.file.path' = {given!r}"
+        if "{" in given or "}" in given:
+            raise ConfigError(
+                f"{where}: braces are not allowed in data paths (Snakemake reads {{...}} as a "
+                "wildcard); rename the file, or link it (ln -s) under a name without braces"
+            )
+        dataset["file"]["path"] = os.path.expanduser(given)
         resolved = resolve_data_path(given, base_dir)
         if not resolved.exists():
             raise ConfigError(f"{where}: data file not found (resolved to {resolved})")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gmmpipe.errors import DataError
-from gmmpipe.io import atomic_path, write_json
+from gmmpipe.io import atomic_path, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -125,21 +125,56 @@ def coordinate_names(d: int) -> list[str]:
     return [f"x{i + 1}" for i in range(d)]
 
 
+#: The column of the true component (1..K) in the pipeline's own dataset files, written for
+#: simulated data only; the dataset's JSON names it, so a user's column is never mistaken for it.
+ASSIGNMENT_COLUMN = "z"
+
+
 def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path) -> None:
-    """Write the observations (columns x1..xD, plus z when known) and the truth JSON."""
-    frame = pd.DataFrame(dataset.y, columns=coordinate_names(dataset.d))
+    """Write the observations (columns x1..xD, plus z when known) and the dataset's JSON.
+
+    The JSON lists the coordinate columns (``coordinates``) and the true-assignment column
+    (``assignments``, null when unknown), which :func:`load_dataset` reads back.
+    """
+    names = coordinate_names(dataset.d)
+    frame = pd.DataFrame(dataset.y, columns=names)
+    assignments = None
     if dataset.z is not None:
-        frame["z"] = dataset.z + 1
+        assignments = ASSIGNMENT_COLUMN
+        frame[assignments] = dataset.z + 1
     with atomic_path(csv_path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.17g")
-    write_json(json_path, {**dataset.truth, "n": dataset.n, "d": dataset.d})
+    write_json(
+        json_path,
+        {
+            **dataset.truth,
+            "n": dataset.n,
+            "d": dataset.d,
+            "coordinates": names,
+            "assignments": assignments,
+        },
+    )
 
 
-def _read_table(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
+def load_dataset(csv_path: str | Path, json_path: str | Path, *, k: int = 1) -> Dataset:
+    """Read a dataset the pipeline wrote (:func:`write_dataset`): the coordinates and the
+    true assignments are the columns its JSON names, whatever the columns are called."""
+    info = read_json(json_path)
+    if "coordinates" in info:
+        columns, assignments = info["coordinates"], info.get("assignments")
+    else:  # written before the JSON named its columns: x1..xD, plus z for simulated data
+        header = pd.read_csv(csv_path, nrows=0).columns
+        columns = [c for c in header if c != ASSIGNMENT_COLUMN]
+        assignments = ASSIGNMENT_COLUMN if ASSIGNMENT_COLUMN in header else None
+    return read_dataset(csv_path, k=k, columns=columns, assignments=assignments)
+
+
+def _read_table(path: Path, *, header: bool = True) -> tuple[list[str], list[int], list[list[str]]]:
     """Header, file line numbers and cells of a CSV file; blank lines are skipped.
 
     Every data row must have as many fields as the header, so that no cell is silently
-    filled in or dropped.
+    filled in or dropped. Without a `header` row the columns are named x1..xD. A header row of
+    numbers only is refused: it is the file's first observation, not column names.
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -159,19 +194,44 @@ def _read_table(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
         raise DataError(f"{path}: row {reader.line_num}: not valid CSV ({err})") from None
     if not rows:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
-    header = [name.strip() for name in rows[0]]
-    for j, name in enumerate(header):
+    if not header:
+        names = coordinate_names(len(rows[0]))
+        _check_row_lengths(path, names, lines, rows, first=f"row {lines[0]}")
+        return names, lines, rows
+    names = [name.strip() for name in rows[0]]
+    for j, name in enumerate(names):
         if not name:
             raise DataError(f"{path}: row {lines[0]}, column {j + 1}: empty column name")
-        if name in header[:j]:
+        if name in names[:j]:
             raise DataError(f"{path}: row {lines[0]}: column name {name!r} appears twice")
-    for line, row in zip(lines[1:], rows[1:], strict=True):
-        if len(row) != len(header):
+    if all(_is_number(name) for name in names):
+        raise DataError(
+            f"{path}: row {lines[0]}: the header {names} is all numbers, so the file seems to "
+            "have no header row and its first observation would be lost; add a header row, or "
+            "set 'file: {header: false}' in the dataset's config"
+        )
+    _check_row_lengths(path, names, lines[1:], rows[1:], first="the header")
+    return names, lines[1:], rows[1:]
+
+
+def _check_row_lengths(
+    path: Path, names: list[str], lines: list[int], rows: list[list[str]], *, first: str
+) -> None:
+    """Every row has as many fields as there are columns (`first`: the row that says how many)."""
+    for line, row in zip(lines, rows, strict=True):
+        if len(row) != len(names):
             fields = f"{len(row)} field" + ("" if len(row) == 1 else "s")
             raise DataError(
-                f"{path}: row {line}: {fields}, but the header has {len(header)} columns {header}"
+                f"{path}: row {line}: {fields}, but {first} has {len(names)} columns {names}"
             )
-    return header, lines[1:], rows[1:]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 #: File suffixes read as Parquet; any other file is read as CSV.
@@ -208,16 +268,27 @@ def _cell_text(value: Any) -> str:
 
 
 def read_dataset(
-    path: str | Path, *, k: int, columns: Sequence[str] | None = None, d: int | None = None
+    path: str | Path,
+    *,
+    k: int,
+    columns: Sequence[str] | None = None,
+    d: int | None = None,
+    assignments: str | None = None,
+    header: bool = True,
 ) -> Dataset:
     """Read and validate a CSV or Parquet file (suffix .parquet or .pq) of observations.
 
     Parameters
     ----------
-    path : CSV file with a header row, or Parquet file.
+    path : CSV file, or Parquet file.
     k : number of mixture components to be fitted (the data need at least `k` rows).
-    columns : columns to use; default: ``x1..xD`` when present, else every column but ``z``.
+    columns : columns to use; default: every column (but `assignments`).
     d : the declared dimension, checked when given.
+    assignments : a column of true components 1..K (the pipeline's simulated data only);
+        read into ``z`` and never used as a coordinate. A user's file has none, so none of
+        its columns is ever dropped.
+    header : whether the CSV file's first row names the columns; without it they are named
+        x1..xD. A Parquet file always names its columns.
 
     Raises
     ------
@@ -230,23 +301,28 @@ def read_dataset(
         what = "is a directory, not a file" if path.is_dir() else "data file not found"
         raise DataError(f"{path}: {what}")
     if path.suffix.lower() in PARQUET_SUFFIXES:
-        header, lines, rows = _read_parquet(path)
+        if not header:
+            raise DataError(f"{path}: 'header: false' is for CSV files; Parquet names its columns")
+        names, lines, rows = _read_parquet(path)
     else:
-        header, lines, rows = _read_table(path)
+        names, lines, rows = _read_table(path, header=header)
     if columns:
-        missing = [c for c in columns if c not in header]
+        missing = [c for c in columns if c not in names]
         if missing:
-            raise DataError(f"{path}: columns {missing} not found (has {header})")
+            raise DataError(f"{path}: columns {missing} not found (has {names})")
+        twice = sorted({c for c in columns if list(columns).count(c) > 1})
+        if twice:
+            raise DataError(f"{path}: columns {list(columns)} name {twice} more than once")
         cols = list(columns)
     else:
-        cols = [c for c in header if c != "z"]
+        cols = [c for c in names if c != assignments]
     if not cols:
-        raise DataError(f"{path}: no data columns (has {header})")
+        raise DataError(f"{path}: no data columns (has {names})")
     if d is not None and len(cols) != d:
         raise DataError(f"{path}: has {len(cols)} data columns {cols}, expected D = {d}")
     if not rows:
         raise DataError(f"{path}: header only, no data rows")
-    frame = pd.DataFrame(rows, columns=header, dtype=str)
+    frame = pd.DataFrame(rows, columns=names, dtype=str)
     y = np.empty((len(frame), len(cols)))
     for j, col in enumerate(cols):
         cells = frame[col].str.strip()
@@ -257,14 +333,60 @@ def read_dataset(
             cell = cells.iloc[row]
             problem = "empty cell" if not cell else f"{cell!r} is not a finite number"
             raise DataError(f"{path}: row {lines[row]}, column '{col}': {problem}")
+        problem = _scale_problem(values)
+        if problem:
+            row, text = problem
+            where = f"row {lines[row]}, column '{col}'" if row is not None else f"column '{col}'"
+            raise DataError(f"{path}: {where}: {text}")
         y[:, j] = values
     if len(y) < k:
         raise DataError(f"{path}: {len(y)} rows, fewer than the K = {k} mixture components")
     z = None
-    if "z" in frame.columns and not columns:
-        z = pd.to_numeric(frame["z"], errors="coerce").to_numpy()
+    if assignments is not None and assignments in frame.columns:
+        z = pd.to_numeric(frame[assignments], errors="coerce").to_numpy()
         z = z.astype(int) - 1 if np.all(np.isfinite(z)) else None
     return Dataset(y=y, z=z)
+
+
+#: Largest magnitude of a coordinate: its square, and sums of squares over many rows, stay far
+#: from overflowing double precision (1.8e308), which the likelihood needs.
+MAX_MAGNITUDE = 1e150
+#: Below this, a column's squares underflow (are 0 or lose their digits) in double precision.
+MIN_MAGNITUDE = 1e-150
+#: A column whose values span less than this fraction of their magnitude keeps fewer than about
+#: four significant digits in its deviations from the mean (double precision has 16).
+MIN_RELATIVE_SPREAD = 1e-12
+_RESCALE = "rescale the column (e.g. to standard units) before fitting"
+
+
+def _scale_problem(values: np.ndarray) -> tuple[int | None, str] | None:
+    """Why a column's scale is absurd for double-precision fitting, with the row to blame.
+
+    Independent of the prior: it catches values whose squares overflow or lose all precision.
+    """
+    magnitude = np.abs(values)
+    if magnitude.size == 0:
+        return None
+    top = int(np.argmax(magnitude))
+    scale = float(magnitude[top])
+    if scale > MAX_MAGNITUDE:
+        return top, (
+            f"{values[top]:.6g} is too large: values beyond {MAX_MAGNITUDE:g} in magnitude "
+            f"overflow their squares in double precision; {_RESCALE}"
+        )
+    if 0 < scale < MIN_MAGNITUDE:
+        return None, (
+            f"every value is below {MIN_MAGNITUDE:g} in magnitude (largest {scale:.6g}), so "
+            f"their squares underflow in double precision; {_RESCALE}"
+        )
+    spread = float(np.max(values) - np.min(values))
+    if 0 < spread < MIN_RELATIVE_SPREAD * scale:
+        return None, (
+            f"the values span only {spread:.3g} at magnitude {scale:.6g} (a relative spread "
+            f"below {MIN_RELATIVE_SPREAD:g}), so their differences lose their precision; "
+            "subtract an offset (e.g. the column's mean) before fitting"
+        )
+    return None
 
 
 #: The covariance structures of `stan/gmm.stan`, by their code in its data block.

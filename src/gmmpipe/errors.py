@@ -19,3 +19,7 @@ class CmdStanNotFoundError(PipelineError, RuntimeError):
 
 class FitError(PipelineError, RuntimeError):
     """CmdStan failed, or a strict diagnostics gate did not pass."""
+
+
+class StorageError(PipelineError, OSError):
+    """An output cannot be written: no space left, a read-only or a non-writable directory."""

@@ -17,7 +17,7 @@ from gmmpipe import diagnostics as diag
 from gmmpipe.data import Dataset, coordinate_names, stan_data
 from gmmpipe.draws import Draws, read_draws, relabel
 from gmmpipe.errors import FitError
-from gmmpipe.io import atomic_path, write_json
+from gmmpipe.io import atomic_path, storage_problem, write_json
 from gmmpipe.relabel import STRATEGY
 from gmmpipe.summarize import summarize_fit
 from gmmpipe.vi import ELBO_COLUMNS, parse_elbo
@@ -70,7 +70,30 @@ def run_cmdstan(
         fixed_eta = method == "variational" and not settings["adapt_engaged"]
         if fixed_eta and "parsing Stan csv" in str(err) and any(out.glob("*.csv")):
             return None
+        if not any(out.glob("*.csv")):  # refused before CmdStan ran: a bad argument
+            raise argument_error(spec, err) from None
         raise
+
+
+#: cmdstanpy's names of arguments whose config key is another (`argument_error`).
+_ARGUMENT_KEYS = {"adapt_engaged": "eta", "num_psis_draws": "draws"}
+
+
+def argument_error(spec: Mapping[str, Any], err: ValueError) -> FitError:
+    """A cmdstanpy argument error as a :class:`FitError` naming the method's config keys."""
+    text = str(err)
+    names = {**{key: key for key in spec if key != "algorithm"}, **_ARGUMENT_KEYS}
+    keys = sorted(
+        {
+            key
+            for word, key in names.items()
+            if key in spec and re.search(rf"\b{re.escape(word)}\b", text)
+        }
+    )
+    named = ", ".join(f"{key} = {spec[key]!r}" for key in keys) or "see its settings"
+    return FitError(
+        f"{spec['algorithm']}: cmdstanpy refused the method's arguments ({named}): {text}"
+    )
 
 
 def with_threads(
@@ -211,7 +234,12 @@ def fit_dataset(
         start = time.perf_counter()
         try:
             result = run_cmdstan(model, str(data_file), method_spec, seed, scratch, inits)
+        except FitError:
+            raise
         except RuntimeError as err:
+            cause = storage_problem(cmdstan_dir.parent)  # CmdStan says only "Error during sampling"
+            if cause:
+                raise FitError(f"CmdStan {algorithm} failed: {cause}") from None
             raise FitError(f"CmdStan {algorithm} failed: {err}") from err
         wall_time = time.perf_counter() - start
         data_file.unlink()

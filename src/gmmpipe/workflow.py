@@ -2,18 +2,72 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import traceback
+from collections.abc import Iterable
 from pathlib import Path
+from types import TracebackType
+
+from gmmpipe.errors import PipelineError
 
 
 def log_to(path: str | Path) -> None:
-    """Send stderr and the library's logging to the rule's log file."""
+    """Send stderr and the library's logging to the rule's log file; the pipeline's own errors
+    (bad input, a full disk) end it with their one-line message instead of a traceback."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sys.stderr = open(path, "w")  # noqa: SIM115 - lives as long as the script
+    sys.excepthook = report_error
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+
+
+def report_error(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    """An uncaught exception on stderr: one line for a :class:`PipelineError`, whose message
+    says all a user needs, else the full traceback."""
+    if isinstance(error, PipelineError):
+        sys.stderr.write(f"{kind.__module__}.{kind.__qualname__}: {error}\n")
+    else:
+        traceback.print_exception(kind, error, tb, file=sys.stderr)
+
+
+def failed_diagnostics(
+    paths: Iterable[str | Path], *, details: str = "", limit: int = 10, width: int = 200
+) -> list[str]:
+    """A few lines for the end of a run: every fit whose ``diagnostics.json`` (of `paths`, the
+    target fits; missing files are skipped) did not pass, with the failures it lists.
+
+    Empty when all passed. At most `limit` fits are named, each line cut at `width` characters.
+    """
+    failed, checked = [], 0
+    for path in map(Path, paths):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        checked += 1
+        if not report.get("passed", True):
+            failures = "; ".join(report.get("failures") or ["failed"])
+            failed.append(f"  {_fit_label(path)}: {failures}")
+    if not failed:
+        return []
+    where = f" (see {details} and each fit's diagnostics.json)" if details else ""
+    lines = [f"Diagnostics failed for {len(failed)} of {checked} fits{where}:"]
+    lines += [line if len(line) <= width else line[: width - 3] + "..." for line in failed[:limit]]
+    if len(failed) > limit:
+        lines.append(f"  ... and {len(failed) - limit} more")
+    return lines
+
+
+def _fit_label(path: Path) -> str:
+    """results/fits/<dataset>/.../<method>/diagnostics.json -> <dataset>/.../<method>."""
+    parts = path.parent.parts
+    for i in range(len(parts) - 1):
+        if parts[i : i + 2] == ("results", "fits"):
+            return "/".join(parts[i + 2 :])
+    return str(path.parent)

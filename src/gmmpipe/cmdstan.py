@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -198,11 +199,24 @@ def compile_model(
 
 
 def load_model(exe_file: str | Path, stan_file: str | Path | None = None) -> Any:
-    """A :class:`cmdstanpy.CmdStanModel` for an executable built by :func:`compile_model`."""
+    """A :class:`cmdstanpy.CmdStanModel` for an executable built by :func:`compile_model`.
+
+    An executable without the executable bit is run from a private copy that has it (removed
+    with the model): Snakemake's between-workflow cache (``--cache``) links
+    ``results/model/gmm`` to a cache entry it stores with read and write permissions only.
+    """
     import cmdstanpy
 
     cmdstanpy.set_cmdstan_path(str(find_cmdstan()))
-    return cmdstanpy.CmdStanModel(exe_file=str(exe_file), stan_file=stan_file and str(stan_file))
+    exe, scratch = Path(exe_file), None
+    if not os.access(exe, os.X_OK):
+        scratch = Path(tempfile.mkdtemp(prefix="gmmpipe-model-"))
+        exe = Path(shutil.copy(exe, scratch / exe.name))
+        exe.chmod(0o755)
+    model = cmdstanpy.CmdStanModel(exe_file=str(exe), stan_file=stan_file and str(stan_file))
+    if scratch is not None:
+        weakref.finalize(model, shutil.rmtree, scratch, ignore_errors=True)
+    return model
 
 
 def threads_wanted(config: Mapping[str, Any]) -> list[str]:

@@ -14,7 +14,9 @@ no .snakemake/), then runs, with ``SNAKEMAKE_OUTPUT_CACHE`` pointing at an empty
 With ``--copy-cmdstan`` the CmdStan directory is first copied (``cp -a`` keeps the timestamps
 make compares) and its ``main_threads.o`` deleted: the state right after ``make build``, as
 ``install_cmdstan`` and conda-forge's cmdstan leave it. The script checks that no object of
-CmdStan itself was rebuilt. Per-job wall times come from Snakemake's log (1 s resolution).
+CmdStan itself was rebuilt. Per-job wall times come from Snakemake's log (1 s resolution);
+``cpu_s`` is the CPU time of the whole run (all jobs, compilers included), which does not
+depend on what else runs on the machine, unlike the wall times (load averages are recorded).
 Writes <out>/cold_run.csv (one row per run) and <out>/cold_run_jobs.csv (one row per job).
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -82,13 +85,21 @@ def job_times(log: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["rule", "start", "wall_s"])
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of every finished child process (and their children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(name: str, work: Path, env: dict[str, str], cores: str) -> tuple[dict[str, Any], Any]:
     """One ``snakemake --cache`` run in `work`; totals per kind of job, and the job table."""
     before = load_avg()
+    cpu_before = _children_cpu()
     start = time.perf_counter()
     command = [sys.executable, "-m", "snakemake", "--cores", cores, "--cache"]
     done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
+    cpu = _children_cpu() - cpu_before
     if done.returncode != 0:
         raise RuntimeError(f"{name} run failed:\n{done.stderr[-4000:]}")
     log = max((work / ".snakemake" / "log").glob("*.snakemake.log"), key=os.path.getmtime)
@@ -98,6 +109,7 @@ def run(name: str, work: Path, env: dict[str, str], cores: str) -> tuple[dict[st
     row = {
         "run": name,
         "total_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
         "compile_s": jobs.loc[jobs["rule"] == "compile", "wall_s"].sum(),
         "fit_jobs_s": jobs.loc[fits, "wall_s"].sum(),
         "non_fit_jobs_s": jobs.loc[other, "wall_s"].sum(),

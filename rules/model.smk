@@ -1,9 +1,18 @@
+from snakemake.settings.types import DeploymentMethod
+
 from gmmpipe.cmdstan import cmdstan_identity, compile_options
 
 try:
     COMPILE_OPTIONS = compile_options(config)
 except ConfigError as err:
     raise WorkflowError(str(err))
+
+# The CmdStan the compile uses: the one found here (CMDSTAN or ~/.cmdstan), or under
+# `--sdm conda` the one envs/cmdstan.yaml pins (Snakemake hashes that file's content itself).
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    CMDSTAN = {"conda": "envs/cmdstan.yaml"}
+else:
+    CMDSTAN = cmdstan_identity()
 
 
 # The executable depends on the program, its header, the compile options and the CmdStan that
@@ -26,6 +35,6 @@ rule compile:
         runtime=30,
     params:
         options=COMPILE_OPTIONS,
-        cmdstan=cmdstan_identity(),
+        cmdstan=CMDSTAN,
     script:
         "../scripts/compile.py"

@@ -165,3 +165,24 @@ def test_compile_removes_stale_scratch_before_it_builds(tmp_path, monkeypatch):
     with pytest.raises(Exception):  # noqa: B017 - the fake CmdStan cannot build anything
         compile_model(stan / "gmm.stan", model / "gmm")
     assert list(model.iterdir()) == []
+
+
+@pytest.mark.cmdstan
+def test_an_executable_from_the_output_cache_runs(gmm_exe, tmp_path):
+    """Snakemake's --cache stores the executable without the executable bit (and links
+    results/model/gmm to it): load_model runs a private executable copy, removed with it."""
+    import gc
+    import shutil
+
+    from gmmpipe.cmdstan import load_model
+
+    cached = tmp_path / "cache-entry_exe"
+    shutil.copyfile(gmm_exe, cached)
+    cached.chmod(0o644)
+    model = load_model(cached)
+    copy = Path(model.exe_file)
+    assert copy != cached and os.access(copy, os.X_OK)
+    assert model.exe_info()["STAN_THREADS"].lower() == "false"  # the default config's build
+    del model
+    gc.collect()
+    assert not copy.parent.exists()

@@ -17,7 +17,8 @@ make compares) and its ``main_threads.o`` deleted: the state right after ``make 
 CmdStan itself was rebuilt. Per-job wall times come from Snakemake's log (1 s resolution);
 ``cpu_s`` is the CPU time of the whole run (all jobs, compilers included), which does not
 depend on what else runs on the machine, unlike the wall times (load averages are recorded).
-Writes <out>/cold_run.csv (one row per run) and <out>/cold_run_jobs.csv (one row per job).
+Writes <out>/cold_run.csv (one row per run) and <out>/cold_run_jobs.csv (one row per job,
+with the CPU time of the jobs that have a ``benchmark:`` file).
 """
 
 from __future__ import annotations
@@ -91,6 +92,17 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def benchmark_cpu(folder: Path) -> pd.DataFrame:
+    """Wall and CPU seconds of every job with a ``benchmark:`` file (fits, figures, tables)."""
+    rows = [
+        {"job": str(path.relative_to(folder).with_suffix("")), "wall_s": row["s"],
+         "cpu_s": row["cpu_time"]}
+        for path in sorted(folder.rglob("*.tsv"))
+        for _, row in pd.read_csv(path, sep="\t").iterrows()
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["job", "wall_s", "cpu_s"])
+
+
 def run(name: str, work: Path, env: dict[str, str], cores: str) -> tuple[dict[str, Any], Any]:
     """One ``snakemake --cache`` run in `work`; totals per kind of job, and the job table."""
     before = load_avg()
@@ -104,6 +116,7 @@ def run(name: str, work: Path, env: dict[str, str], cores: str) -> tuple[dict[st
         raise RuntimeError(f"{name} run failed:\n{done.stderr[-4000:]}")
     log = max((work / ".snakemake" / "log").glob("*.snakemake.log"), key=os.path.getmtime)
     jobs = job_times(log).assign(run=name)
+    job_cpu = benchmark_cpu(work / "results" / "benchmarks").assign(run=name)
     fits = jobs["rule"].isin(FIT_RULES)
     other = ~fits & ~jobs["rule"].isin(("compile", "all"))
     row = {
@@ -113,12 +126,14 @@ def run(name: str, work: Path, env: dict[str, str], cores: str) -> tuple[dict[st
         "compile_s": jobs.loc[jobs["rule"] == "compile", "wall_s"].sum(),
         "fit_jobs_s": jobs.loc[fits, "wall_s"].sum(),
         "non_fit_jobs_s": jobs.loc[other, "wall_s"].sum(),
+        "figures_cpu_s": job_cpu.loc[job_cpu["job"].str.startswith("figures/"), "cpu_s"].sum(),
+        "tables_cpu_s": job_cpu.loc[job_cpu["job"].str.startswith("tables/"), "cpu_s"].sum(),
         "jobs": int((jobs["rule"] != "all").sum()),
         "cores": cores,
         "load_before": before,
         "load_after": load_avg(),
     }
-    return row, jobs
+    return row, pd.concat([jobs, job_cpu])
 
 
 def main() -> None:
@@ -169,6 +184,7 @@ def main() -> None:
     summary.to_csv(args.out / "cold_run.csv", index=False)
     pd.concat(jobs).to_csv(args.out / "cold_run_jobs.csv", index=False)
     per_rule = pd.concat(jobs).groupby(["run", "rule"])["wall_s"].agg(["count", "sum", "max"])
+    print(to_markdown(pd.concat(jobs).dropna(subset=["job"])[["run", "job", "wall_s", "cpu_s"]]))
     print(to_markdown(summary.drop(columns=["cmdstan"])))
     print(to_markdown(per_rule.reset_index()))
 

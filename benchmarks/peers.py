@@ -99,7 +99,7 @@ def stan_executable() -> Path:
     exe = BUILD / f"gmm-{digest.hexdigest()[:12]}"
     if not exe.exists() or not exe.with_suffix(".json").exists():
         start = time.perf_counter()
-        compile_model(stan, exe)
+        compile_model(stan, exe, stan_threads=True)
         exe.with_suffix(".json").write_text(json.dumps({"compile_s": time.perf_counter() - start}))
     return exe
 

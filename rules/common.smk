@@ -1,5 +1,11 @@
 import re
+import sys
 from pathlib import Path
+
+# The package ships with the workflow in src/. Snakemake passes its own sys.path on to every
+# script job (after the job's environment), so a per-rule conda env (envs/) needs only the
+# package's dependencies, and jobs run the code of this checkout.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 try:
     from gmmpipe.config import derived_seed, fits, load_schema, validate_config
@@ -141,7 +147,8 @@ FIGURE_NEEDS = {
     "density": [("nuts",)],
 }
 TABLES = "results/tables/{dataset}"
-FIGURE = "results/figures/{dataset}/{name}.png"
+# One folder of figures per dataset: <name>.png for every name of figure_names(dataset).
+FIGURES = "results/figures/{dataset}"
 PROVENANCE = {
     "json": "results/provenance/provenance.json",
     "html": "results/provenance/provenance.html",
@@ -159,7 +166,7 @@ def dataset_methods(dataset, *algorithms):
     ]
 
 
-def figure_targets(dataset):
+def figure_names(dataset):
     """The figures of one dataset that its methods allow, plus trace/rank plots per NUTS fit."""
     names = [
         name
@@ -168,7 +175,60 @@ def figure_targets(dataset):
     ]
     for method in dataset_methods(dataset, "nuts"):
         names += [f"trace_{method}", f"rank_{method}"]
-    return [FIGURE.format(dataset=dataset, name=name) for name in names]
+    return names
+
+
+def figure_targets(dataset):
+    """The figures folder of one dataset (one job draws every figure of figure_names)."""
+    return [FIGURES.format(dataset=dataset)]
+
+
+# The report's category and label of each kind of figure (trace and rank: one per NUTS fit).
+FIGURE_REPORT = {
+    "data": ("data", "data and true means"),
+    "nuts_mu": ("NUTS", "NUTS draws of the means"),
+    "density": ("NUTS", "fitted mixture density"),
+    "weights": ("comparison", "mixture weights"),
+    "posterior_means": ("comparison", "posterior means over the data"),
+    "marginals": ("comparison", "NUTS vs VI marginals"),
+    "vi_contours": ("ADVI", "VI posterior contours of the means"),
+    "elbo": ("ADVI", "ELBO traces"),
+    "trace": ("diagnostics", "NUTS trace ({method})"),
+    "rank": ("diagnostics", "NUTS rank plots ({method})"),
+}
+# The algorithms whose fits a figure shows (data: none; not listed: every fit of the dataset).
+FIGURE_METHODS = {"nuts_mu": ("nuts",), "density": ("nuts",), "elbo": ("advi",)}
+
+
+def figure_kind(name):
+    """(kind, method) of a figure name: ("trace", "nuts") for trace_nuts, ("data", "") for data."""
+    if name.startswith(("trace_", "rank_")):
+        kind, _, method = name.partition("_")
+        return kind, method
+    return name, ""
+
+
+def figure_category(wildcards):
+    """Report category of the figure file `wildcards.name`."""
+    return FIGURE_REPORT[figure_kind(wildcards.name)[0]][0]
+
+
+def figure_labels(wildcards):
+    """Report labels of the figure file `wildcards.name`."""
+    kind, method = figure_kind(wildcards.name)
+    label = FIGURE_REPORT[kind][1].format(method=method)
+    return {"dataset": wildcards.dataset, "figure": label}
+
+
+def figure_methods(wildcards):
+    """Params function: each figure of the dataset -> (its kind, the methods it shows)."""
+    figures = {}
+    for name in figure_names(wildcards.dataset):
+        kind, method = figure_kind(name)
+        algorithms = FIGURE_METHODS.get(kind, ())
+        shown = [method] if method else dataset_methods(wildcards.dataset, *algorithms)
+        figures[name] = (kind, [] if kind == "data" else shown)
+    return figures
 
 
 def table_targets(dataset):
@@ -192,17 +252,6 @@ def fit_files(name, *algorithms):
 def fit_methods(*algorithms):
     """Params function: the dataset's methods, in the order of :func:`fit_files`."""
     return lambda wildcards: dataset_methods(wildcards.dataset, *algorithms)
-
-
-def figure(name, category, label, caption=None):
-    """A figure of the report, captioned by report/figures/<caption or name>.rst."""
-    return report(
-        FIGURE.replace("{name}", name),
-        caption=f"../report/figures/{caption or name}.rst",
-        category=category,
-        subcategory="{dataset}",
-        labels={"dataset": "{dataset}", "figure": label},
-    )
 
 
 def all_fit_files(name):
@@ -241,12 +290,7 @@ def plot_benchmarks():
     paths = []
     for dataset in DATASETS:
         paths.append(f"results/benchmarks/tables/{dataset}.tsv")
-        paths += [
-            f.replace("results/figures/", "results/benchmarks/figures/").replace(
-                ".png", ".tsv"
-            )
-            for f in figure_targets(dataset)
-        ]
+        paths.append(f"results/benchmarks/figures/{dataset}.tsv")
     return paths
 
 

@@ -7,7 +7,7 @@ rule simulate:
     wildcard_constraints:
         dataset=_alternation(SIMULATED),
     conda:
-        "../environment.yml"
+        "../envs/data.yaml"
     params:
         spec=lambda wildcards: config["datasets"][wildcards.dataset],
     script:
@@ -25,7 +25,7 @@ rule ingest:
     wildcard_constraints:
         dataset=_alternation(USER_FILES),
     conda:
-        "../environment.yml"
+        "../envs/data.yaml"
     params:
         spec=lambda wildcards: config["datasets"][wildcards.dataset],
         checksum=data_checksum,

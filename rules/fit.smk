@@ -14,7 +14,7 @@ rule optimize:
     wildcard_constraints:
         method=methods_of("optimize"),
     conda:
-        "../environment.yml"
+        "../envs/cmdstan.yaml"
     resources:
         mem_mb=lambda wildcards, attempt: 2000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,

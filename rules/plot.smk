@@ -1,167 +1,36 @@
-# Figures per dataset (results/figures/{dataset}/): the seed notebook's seven plots and ArviZ
-# trace/rank plots per NUTS fit. One script draws them all (gmmpipe.plots); which figures a
-# dataset gets depends on its methods (FIGURE_NEEDS in rules/common.smk).
+# Figures per dataset (results/figures/{dataset}/<name>.png): the seed notebook's seven plots and
+# ArviZ trace/rank plots per NUTS fit. One job per dataset draws all of them (one Python start-up;
+# data and fits read once). Which figures a dataset gets depends on its methods; which fits each
+# figure shows, its report category and label are set in rules/common.smk (FIGURE_NEEDS,
+# FIGURE_METHODS, FIGURE_REPORT); report/figures.rst captions each kind.
 
 
-rule plot_data:
-    input:
-        data="results/data/{dataset}.csv",
-        truth="results/data/{dataset}.json",
-        posteriors=[],
-    output:
-        png=figure("data", "data", "data and true means"),
-    log:
-        "logs/figures/{dataset}/data.log",
-    benchmark:
-        "results/benchmarks/figures/{dataset}/data.tsv"
-    conda:
-        "../environment.yml"
-    params:
-        figure="data",
-        methods=[],
-        settings=config["plots"],
-    script:
-        "../scripts/plot.py"
-
-
-use rule plot_data as plot_nuts_mu with:
-    input:
-        data="results/data/{dataset}.csv",
-        truth="results/data/{dataset}.json",
-        posteriors=fit_files("posterior.nc", "nuts"),
-        fits=fit_files("fit.json", "nuts"),
-    output:
-        png=figure("nuts_mu", "NUTS", "NUTS draws of the means"),
-    log:
-        "logs/figures/{dataset}/nuts_mu.log",
-    benchmark:
-        "results/benchmarks/figures/{dataset}/nuts_mu.tsv"
-    params:
-        figure="nuts_mu",
-        methods=fit_methods("nuts"),
-        settings=config["plots"],
-
-
-use rule plot_data as plot_density with:
-    input:
-        data="results/data/{dataset}.csv",
-        truth="results/data/{dataset}.json",
-        posteriors=fit_files("posterior.nc", "nuts"),
-        fits=fit_files("fit.json", "nuts"),
-    output:
-        png=figure("density", "NUTS", "fitted mixture density"),
-    log:
-        "logs/figures/{dataset}/density.log",
-    benchmark:
-        "results/benchmarks/figures/{dataset}/density.tsv"
-    params:
-        figure="density",
-        methods=fit_methods("nuts"),
-        settings=config["plots"],
-
-
-use rule plot_data as plot_weights with:
+rule figures:
     input:
         data="results/data/{dataset}.csv",
         truth="results/data/{dataset}.json",
         posteriors=fit_files("posterior.nc"),
         fits=fit_files("fit.json"),
-    output:
-        png=figure("weights", "comparison", "mixture weights"),
-    log:
-        "logs/figures/{dataset}/weights.log",
-    benchmark:
-        "results/benchmarks/figures/{dataset}/weights.tsv"
-    params:
-        figure="weights",
-        methods=fit_methods(),
-        settings=config["plots"],
-
-
-use rule plot_weights as plot_posterior_means with:
-    output:
-        png=figure("posterior_means", "comparison", "posterior means over the data"),
-    log:
-        "logs/figures/{dataset}/posterior_means.log",
-    benchmark:
-        "results/benchmarks/figures/{dataset}/posterior_means.tsv"
-    params:
-        figure="posterior_means",
-        methods=fit_methods(),
-        settings=config["plots"],
-
-
-use rule plot_weights as plot_marginals with:
-    output:
-        png=figure("marginals", "comparison", "NUTS vs VI marginals"),
-    log:
-        "logs/figures/{dataset}/marginals.log",
-    benchmark:
-        "results/benchmarks/figures/{dataset}/marginals.tsv"
-    params:
-        figure="marginals",
-        methods=fit_methods(),
-        settings=config["plots"],
-
-
-use rule plot_weights as plot_vi_contours with:
-    output:
-        png=figure("vi_contours", "ADVI", "VI posterior contours of the means"),
-    log:
-        "logs/figures/{dataset}/vi_contours.log",
-    benchmark:
-        "results/benchmarks/figures/{dataset}/vi_contours.tsv"
-    params:
-        figure="vi_contours",
-        methods=fit_methods(),
-        settings=config["plots"],
-
-
-use rule plot_data as plot_elbo with:
-    input:
-        data="results/data/{dataset}.csv",
-        truth="results/data/{dataset}.json",
-        posteriors=fit_files("posterior.nc", "advi"),
+        diagnostics=fit_files("diagnostics.json"),
         elbo=fit_files("elbo.csv", "advi"),
     output:
-        png=figure("elbo", "ADVI", "ELBO traces"),
+        figures=report(
+            directory(FIGURES),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category=figure_category,
+            subcategory="{dataset}",
+            labels=figure_labels,
+        ),
     log:
-        "logs/figures/{dataset}/elbo.log",
+        "logs/figures/{dataset}.log",
     benchmark:
-        "results/benchmarks/figures/{dataset}/elbo.tsv"
+        "results/benchmarks/figures/{dataset}.tsv"
+    conda:
+        "../envs/plots.yaml"
     params:
-        figure="elbo",
-        methods=fit_methods("advi"),
+        figures=figure_methods,
+        methods=fit_methods(),
         settings=config["plots"],
-
-
-use rule plot_data as plot_trace with:
-    input:
-        data="results/data/{dataset}.csv",
-        truth="results/data/{dataset}.json",
-        posteriors=["results/fits/{dataset}/{method}/posterior.nc"],
-    output:
-        png=figure("trace_{method}", "diagnostics", "NUTS trace ({method})", "trace"),
-    log:
-        "logs/figures/{dataset}/trace_{method}.log",
-    benchmark:
-        "results/benchmarks/figures/{dataset}/trace_{method}.tsv"
-    wildcard_constraints:
-        method=methods_of("nuts"),
-    params:
-        figure="trace",
-        methods=lambda wildcards: [wildcards.method],
-        settings=config["plots"],
-
-
-use rule plot_trace as plot_rank with:
-    output:
-        png=figure("rank_{method}", "diagnostics", "NUTS rank plots ({method})", "rank"),
-    log:
-        "logs/figures/{dataset}/rank_{method}.log",
-    benchmark:
-        "results/benchmarks/figures/{dataset}/rank_{method}.tsv"
-    params:
-        figure="rank",
-        methods=lambda wildcards: [wildcards.method],
-        settings=config["plots"],
+    script:
+        "../scripts/plot.py"

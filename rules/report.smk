@@ -30,7 +30,7 @@ rule provenance:
     log:
         "logs/provenance.log",
     conda:
-        "../environment.yml"
+        "../envs/tables.yaml"
     params:
         fits=[f"{d}/{m}" for d, m in FITS],
         git=git_state,

@@ -32,7 +32,7 @@ rule sbc_method:
     wildcard_constraints:
         method=_alternation(SBC_METHODS),
     conda:
-        "../environment.yml"
+        "../envs/sbc.yaml"
     threads: 2
     resources:
         mem_mb=2000,
@@ -56,6 +56,6 @@ rule sbc:
     log:
         "logs/sbc/summary.log",
     conda:
-        "../environment.yml"
+        "../envs/sbc.yaml"
     script:
         "../scripts/sbc_summary.py"

@@ -49,7 +49,7 @@ rule summarize:
     benchmark:
         "results/benchmarks/tables/{dataset}.tsv"
     conda:
-        "../environment.yml"
+        "../envs/tables.yaml"
     params:
         methods=fit_methods(),
     script:

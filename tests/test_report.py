@@ -117,20 +117,11 @@ def _dry_run(root: Path, tmp_path: Path, methods: list[str]) -> str:
 
 
 @pytest.mark.workflow
-@pytest.mark.parametrize(
-    "methods,present,absent",
-    [
-        (["nuts", "advi_meanfield"], ["plot_trace", "plot_marginals", "plot_elbo"], []),
-        (["optimize", "pathfinder"], ["plot_vi_contours", "summarize", "provenance"],
-         ["plot_trace", "plot_nuts_mu", "plot_elbo", "plot_marginals"]),
-    ],
-)  # fmt: skip
-def test_default_target_has_the_figures_the_methods_allow(root, tmp_path, methods, present, absent):
+@pytest.mark.parametrize("methods", [["nuts", "advi_meanfield"], ["optimize", "pathfinder"]])
+def test_default_target_has_one_figures_job_per_dataset(root, tmp_path, methods):
     jobs = _dry_run(root, tmp_path, methods)
-    for rule in ["summarize", "plot_data", "plot_weights", "provenance", *present]:
-        assert re.search(rf"^{rule}\s+\d+", jobs, re.MULTILINE), rule
-    for rule in absent:
-        assert not re.search(rf"^{rule}\s+\d+", jobs, re.MULTILINE), rule
+    for rule in ["summarize", "figures", "provenance"]:
+        assert re.search(rf"^{rule}\s+1$", jobs, re.MULTILINE), rule
 
 
 # --- The report in a browser ------------------------------------------------------------------
@@ -162,23 +153,23 @@ VIEWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def report(root, tmp_path_factory) -> Path:
-    """A copy of the workflow whose data, compiled model and fits are faked (tiny, no CmdStan,
-    older than nothing they depend on); Snakemake builds the tables, figures, provenance and
-    the HTML report from them."""
-    work = tmp_path_factory.mktemp("workflow")
-    for name in ("Snakefile", "rules", "scripts", "report", "stan", "config", "environment.yml"):
+def _faked_workflow(root: Path, work: Path, config: dict) -> Path:
+    """A copy of the workflow whose data, compiled model and fits (those of `config`'s methods)
+    are faked (tiny, no CmdStan, older than nothing they depend on)."""
+    for name in ("Snakefile", "rules", "scripts", "report", "stan", "config", "envs"):
         source = root / name
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, work / name)
-    (work / "config" / "config.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
+    # the results must be newer than the program, its header and the rules' scripts
+    stamp = max(path.stat().st_mtime for path in work.rglob("*") if path.is_file())
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     results = work / "results"
     (results / "model").mkdir(parents=True)
     (results / "model" / "gmm").write_text("fake executable")
     (results / "model" / "cmdstan.json").write_text(
         '{"cmdstan": "2.35.0", "stanc": "stanc3 v2.35.0 (Unix)", "path": "/fake"}'
     )
-    fake = write_fake_dataset(results / "fits" / "tiny", n=300, shift=2.0)
+    methods = {m: spec["algorithm"] for m, spec in config["methods"].items()}
+    fake = write_fake_dataset(results / "fits" / "tiny", n=300, shift=2.0, methods=methods)
     (results / "data").mkdir()
     fake["data"].rename(results / "data" / "tiny.csv")
     fake["truth"].rename(results / "data" / "tiny.json")
@@ -188,10 +179,17 @@ def report(root, tmp_path_factory) -> Path:
         bench = results / "benchmarks" / "tiny" / f"{method}.tsv"
         bench.parent.mkdir(parents=True, exist_ok=True)
         bench.write_text("s\th:m:s\tmax_rss\tcpu_time\n0.5\t0:00:00\t100\t0.4\n")
-    stamp = max(path.stat().st_mtime for path in (work / "stan").iterdir())  # program, header
     for step, folder in enumerate(["model", "data", "fits", "benchmarks"], start=1):
         for path in [results / folder, *(results / folder).rglob("*")]:
             os.utime(path, (stamp + 10 * step, stamp + 10 * step))
+    return work
+
+
+@pytest.fixture(scope="module")
+def report(root, tmp_path_factory) -> Path:
+    """The HTML report of a faked workflow (:func:`_faked_workflow`, every method): Snakemake
+    builds the tables, figures, provenance and the report from the faked fits."""
+    work = _faked_workflow(root, tmp_path_factory.mktemp("workflow"), TINY_CONFIG)
     snakemake = [sys.executable, "-m", "snakemake", "--cores", "2"]
     for args in (["-n"], [], ["--report", "report.html"]):
         done = subprocess.run(
@@ -201,6 +199,32 @@ def report(root, tmp_path_factory) -> Path:
         if args == ["-n"]:  # only the new rules run: nothing needs CmdStan
             assert not re.search(r"^(compile|simulate|sample|optimize)\s", done.stdout, re.M)
     return work / "report.html"
+
+
+@pytest.mark.workflow
+def test_every_figure_of_every_method_is_drawn(report):
+    figures = report.parent / "results" / "figures" / "tiny"
+    assert sorted(p.stem for p in figures.glob("*.png")) == sorted(
+        ["data", "nuts_mu", "density", "weights", "posterior_means", "marginals",
+         "vi_contours", "elbo", "trace_nuts", "rank_nuts"]
+    )  # fmt: skip
+
+
+@pytest.mark.workflow
+def test_figures_are_the_ones_the_methods_allow(root, tmp_path):
+    """MAP and Pathfinder only: no NUTS or ADVI figures, no trace or rank plots."""
+    config = {
+        **TINY_CONFIG,
+        "methods": {m: TINY_CONFIG["methods"][m] for m in ("map", "pathfinder")},
+    }
+    work = _faked_workflow(root, tmp_path, config)
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "results/figures/tiny"],
+        cwd=work, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    figures = sorted(p.stem for p in (work / "results" / "figures" / "tiny").glob("*.png"))
+    assert figures == ["data", "posterior_means", "vi_contours", "weights"]
 
 
 def _chromium(page: Path, *args: str) -> subprocess.CompletedProcess:

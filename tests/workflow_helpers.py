@@ -32,6 +32,7 @@ WORKFLOW_FILES = (
     "report",
     "profiles",
     "environment.yml",
+    "envs",
     "config/schema.yaml",
 )
 MODEL_FILES = ("gmm", "cmdstan.json")

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -58,16 +59,21 @@ def cmdstan_available() -> bool:
     return True
 
 
+def cmdstan_version(path: Path) -> str:
+    """The CmdStan version an installation's makefile declares ("unknown" if none)."""
+    makefile = (path / "makefile").read_text()
+    match = re.search(r"^CMDSTAN_VERSION\s*:?=\s*(\S+)", makefile, re.MULTILINE)
+    return match.group(1) if match else "unknown"
+
+
 def cmdstan_versions(path: Path | None = None) -> dict[str, str]:
     """CmdStan and stanc versions of an installation, for provenance."""
     path = path or find_cmdstan()
-    makefile = (path / "makefile").read_text()
-    match = re.search(r"^CMDSTAN_VERSION\s*:?=\s*(\S+)", makefile, re.MULTILINE)
     stanc = subprocess.run(
         [str(path / "bin" / "stanc"), "--version"], capture_output=True, text=True, check=False
     )
     return {
-        "cmdstan": match.group(1) if match else "unknown",
+        "cmdstan": cmdstan_version(path),
         "stanc": stanc.stdout.strip() or stanc.stderr.strip(),
         "path": str(path),
     }
@@ -137,17 +143,36 @@ def _precompiled_header_first(path: Path) -> dict[str, str]:
     return {"CPPFLAGS": "-include stan/model/model_header.hpp"}
 
 
+#: Prefix of the scratch directories :func:`compile_model` builds in, beside the executable.
+BUILD_PREFIX = ".build-"
+
+
+def remove_stale_builds(exe_file: str | Path) -> list[Path]:
+    """Remove the scratch directories that a killed compile left beside `exe_file`.
+
+    Snakemake runs one compile job per executable at a time, so any ``.build-*`` directory
+    there belongs to an earlier, dead attempt.
+    """
+    stale = [p for p in Path(exe_file).parent.glob(f"{BUILD_PREFIX}*") if p.is_dir()]
+    for build in stale:
+        shutil.rmtree(build, ignore_errors=True)
+        logger.info("removed %s, left by an interrupted compile", build)
+    return stale
+
+
 def compile_model(
     stan_file: str | Path,
     exe_file: str | Path,
     *,
-    stan_threads: bool = True,
+    stan_threads: bool = False,
     cpp_flags: str = "",
 ) -> Path:
     """Compile `stan_file`, with its :func:`user_header`, into the executable `exe_file`.
 
     It is built in a scratch directory; the executable appears at `exe_file` only once
-    compilation succeeded.
+    compilation succeeded. Without `stan_threads` CmdStan links its prebuilt ``main.o`` and
+    uses the precompiled header of ``make build``; with it, CmdStan first builds
+    ``main_threads.o`` (about two minutes, once per CmdStan installation).
     """
     import cmdstanpy
 
@@ -161,7 +186,8 @@ def compile_model(
     if cpp_flags:
         cpp_options["CXXFLAGS"] = cpp_flags
     exe_file.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=exe_file.parent, prefix=".build-") as build:
+    remove_stale_builds(exe_file)
+    with tempfile.TemporaryDirectory(dir=exe_file.parent, prefix=BUILD_PREFIX) as build:
         src = Path(build) / stan_file.name
         shutil.copyfile(stan_file, src)
         header = shutil.copyfile(user_header(stan_file), user_header(src))
@@ -173,17 +199,84 @@ def compile_model(
 
 
 def load_model(exe_file: str | Path, stan_file: str | Path | None = None) -> Any:
-    """A :class:`cmdstanpy.CmdStanModel` for an executable built by :func:`compile_model`."""
+    """A :class:`cmdstanpy.CmdStanModel` for an executable built by :func:`compile_model`.
+
+    An executable without the executable bit is run from a private copy that has it (removed
+    with the model): Snakemake's between-workflow cache (``--cache``) links
+    ``results/model/gmm`` to a cache entry it stores with read and write permissions only.
+    """
     import cmdstanpy
 
     cmdstanpy.set_cmdstan_path(str(find_cmdstan()))
-    return cmdstanpy.CmdStanModel(exe_file=str(exe_file), stan_file=stan_file and str(stan_file))
+    exe, scratch = Path(exe_file), None
+    if not os.access(exe, os.X_OK):
+        scratch = Path(tempfile.mkdtemp(prefix="gmmpipe-model-"))
+        exe = Path(shutil.copy(exe, scratch / exe.name))
+        exe.chmod(0o755)
+    model = cmdstanpy.CmdStanModel(exe_file=str(exe), stan_file=stan_file and str(stan_file))
+    if scratch is not None:
+        weakref.finalize(model, shutil.rmtree, scratch, ignore_errors=True)
+    return model
+
+
+def threads_wanted(config: Mapping[str, Any]) -> list[str]:
+    """The config keys that ask for threads within a chain (`reduce_sum`), as ``key = value``.
+
+    Any method with ``threads_per_chain`` > 1 or any dataset model with ``grainsize`` > 0.
+    """
+    wanted = [
+        f"methods.{name}.threads_per_chain = {spec['threads_per_chain']}"
+        for name, spec in config.get("methods", {}).items()
+        if spec.get("threads_per_chain", 1) > 1
+    ]
+    wanted += [
+        f"datasets.{name}.model.grainsize = {spec['model']['grainsize']}"
+        for name, spec in config.get("datasets", {}).items()
+        if spec.get("model", {}).get("grainsize", 0) > 0
+    ]
+    return wanted
 
 
 def compile_options(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The compile settings of a validated config."""
+    """The compile settings of a validated config, with ``stan_threads`` resolved to a bool.
+
+    ``stan_threads: auto`` (the default) builds with STAN_THREADS only when the config asks for
+    threads within a chain (:func:`threads_wanted`); chains then run as parallel processes
+    of a non-threaded executable, which CmdStan builds from the objects of ``make build``.
+
+    Raises
+    ------
+    ConfigError
+        When ``stan_threads`` is false but the config asks for threads within a chain.
+    """
     compile_cfg = config.get("compile", {})
+    setting = compile_cfg.get("stan_threads", "auto")
+    wanted = threads_wanted(config)
+    if setting is False and wanted:
+        raise ConfigError(
+            f"config: 'compile.stan_threads' = False, but {wanted[0]} needs a model compiled "
+            "with STAN_THREADS; set compile.stan_threads to auto (or true)"
+        )
     return {
-        "stan_threads": bool(compile_cfg.get("stan_threads", True)),
+        "stan_threads": bool(wanted) if setting == "auto" else bool(setting),
         "cpp_flags": str(compile_cfg.get("cpp_flags", "")),
+    }
+
+
+def cmdstan_identity() -> dict[str, str | None]:
+    """What identifies the CmdStan a compile uses: its version, path and ``make/local``.
+
+    Part of the compile rule's params, so that pointing CMDSTAN at another installation
+    recompiles (and keys the between-workflow cache). ``None`` values when no CmdStan is found
+    here (e.g. a conda-forge CmdStan that only the job's environment provides).
+    """
+    try:
+        path = find_cmdstan().resolve()
+    except CmdStanNotFoundError:
+        return {"version": None, "path": None, "make_local": None}
+    local = path / "make" / "local"
+    return {
+        "version": cmdstan_version(path),
+        "path": str(path),
+        "make_local": local.read_text() if local.is_file() else "",
     }

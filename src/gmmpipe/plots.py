@@ -680,6 +680,20 @@ FIGURES: dict[str, Builder] = {
 }
 
 
+def _draw(
+    kind: str,
+    output: str | Path,
+    y: np.ndarray,
+    fits: Mapping[str, MethodFit],
+    truth: Mapping[str, Any],
+    settings: Mapping[str, Any],
+) -> None:
+    """Draw figure `kind` (a key of :data:`FIGURES`) of `fits`, aligned, and save it."""
+    fig = FIGURES[kind](y, align_components(fits), truth, settings.get("max_points", 5000))
+    save_figure(fig, output, dpi=settings.get("dpi", 120))
+    logger.info("wrote %s", output)
+
+
 def make_figure(
     name: str,
     output: str | Path,
@@ -690,11 +704,30 @@ def make_figure(
     settings: Mapping[str, Any] | None = None,
 ) -> None:
     """Build figure `name` (a key of :data:`FIGURES`) from the workflow's files and save it."""
-    settings = dict(settings or {})
     y = read_observations(data) if data else np.empty((0, 2))
-    fits = align_components(load_fits(posteriors or {}))
-    fig = FIGURES[name](
-        y, fits, read_json(truth) if truth else {}, settings.get("max_points", 5000)
-    )
-    save_figure(fig, output, dpi=settings.get("dpi", 120))
-    logger.info("wrote %s", output)
+    truth_values = read_json(truth) if truth else {}
+    _draw(name, output, y, load_fits(posteriors or {}), truth_values, dict(settings or {}))
+
+
+def make_figures(
+    figures: Mapping[str, tuple[str, Sequence[str]]],
+    folder: str | Path,
+    *,
+    data: str | Path,
+    truth: str | Path,
+    posteriors: Mapping[str, str | Path],
+    settings: Mapping[str, Any] | None = None,
+) -> None:
+    """Draw every figure of one dataset into `folder`, reading the data and fits once.
+
+    `figures` maps a file name (``<name>.png`` is written) to the figure's kind (a key of
+    :data:`FIGURES`) and the methods it shows. The folder appears only once all are drawn.
+    """
+    y = read_observations(data)
+    truth_values = read_json(truth)
+    fits = load_fits(posteriors)
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        for name, (kind, methods) in figures.items():
+            chosen = {method: fits[method] for method in methods}
+            _draw(kind, tmp / f"{name}.png", y, chosen, truth_values, dict(settings or {}))

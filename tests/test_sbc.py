@@ -281,3 +281,14 @@ def test_method_settings_replace_the_methods_own_for_sbc_only():
         check_sbc_config(_config(method_settings={"nuts": {"tol_rel_obj": 0.1}}))
     with pytest.raises(ConfigError, match="may not change"):
         check_sbc_config(_config(method_settings={"nuts": {"algorithm": "advi"}}))
+
+
+def test_log_likelihood_of_an_overflowed_draw_is_minus_infinity():
+    """A stuck chain's draw with infinite scales ranks lowest instead of failing the fit."""
+    rng = np.random.default_rng(8)
+    model = {"K": 2, "mu_sd": 2.0, "alpha": 1.0, "covariance": "full"}
+    params = {n: v[None] for n, v in draw_prior(rng, model, 2).items()}
+    y = simulate_data(rng, {n: v[0] for n, v in params.items()}, 10).y
+    params["sigma"] = np.array([[[np.inf, 1.0], [1.0, 1.0]]])
+    params["theta"] = np.array([[1.0, 0.0]])
+    assert log_likelihood(y, params)[0] == -np.inf

@@ -123,18 +123,28 @@ def log_likelihood(y: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarra
     """log p(y | draw) = sum_n log sum_k theta_k N(y_n | mu_k, Sigma_k) of each draw.
 
     `y` is (N, D); `params` hold S draws (draw axis first: mu (S, K, D), theta (S, K), and
-    sigma, Omega for diagonal and full covariances). Returns (S,).
+    sigma, Omega for diagonal and full covariances). Returns (S,). Sigma_k = diag(sigma_k)
+    Omega_k diag(sigma_k) is factored as diag(sigma_k) chol(Omega_k), so a draw whose scales
+    overflowed (a stuck chain) gets log-likelihood -inf instead of breaking the factorization.
     """
     mu = params["mu"]
-    chol = np.linalg.cholesky(covariances(params))  # (S, K, D, D)
-    residual = np.asarray(y, dtype=float)[None, None] - mu[:, :, None, :]  # (S, K, N, D)
-    z = np.einsum("skij,sknj->skni", np.linalg.inv(chol), residual)
-    log_det = np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)  # (S, K)
     d = mu.shape[-1]
-    log_normal = -0.5 * (z**2).sum(axis=-1) - (log_det + 0.5 * d * np.log(2 * np.pi))[..., None]
-    with np.errstate(divide="ignore"):  # a weight of exactly 0 contributes nothing
-        log_theta = np.log(params["theta"])[..., None]
-    return special.logsumexp(log_theta + log_normal, axis=1).sum(axis=-1)
+    residual = np.asarray(y, dtype=float)[None, None] - mu[:, :, None, :]  # (S, K, N, D)
+    log_det = np.zeros(mu.shape[:-1])  # (S, K): log |Sigma_k|^(1/2)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if "sigma" in params:
+            residual = residual / params["sigma"][:, :, None, :]
+            log_det = log_det + np.log(params["sigma"]).sum(axis=-1)
+        if "Omega" in params:
+            chol = np.linalg.cholesky(params["Omega"])
+            residual = np.einsum("skij,sknj->skni", np.linalg.inv(chol), residual)
+            log_det = log_det + np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
+        log_normal = (
+            -0.5 * (residual**2).sum(axis=-1) - (log_det + 0.5 * d * np.log(2 * np.pi))[..., None]
+        )
+        log_normal = np.where(np.isnan(log_normal), -np.inf, log_normal)
+        log_theta = np.log(params["theta"])[..., None]  # a weight of 0 contributes nothing
+        return special.logsumexp(log_theta + log_normal, axis=1).sum(axis=-1)
 
 
 def simulate_data(rng: np.random.Generator, params: Mapping[str, np.ndarray], n: int) -> Dataset:

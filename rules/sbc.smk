@@ -21,22 +21,6 @@ except ConfigError:
     SBC_METHODS = {}
 
 
-def sbc_batches(wildcards):
-    """The batch files of one method, in replication order."""
-    return [
-        f"results/sbc/{wildcards.method}/batches/{batch}.csv"
-        for batch in range(batch_count(config["sbc"]))
-    ]
-
-
-def sbc_threads(wildcards):
-    """CPUs of one batch: its method's fits run one after another, each like a fit job."""
-    spec = SBC_METHODS[wildcards.method]
-    if spec["algorithm"] == "nuts":
-        return min(spec["parallel_chains"], spec["chains"]) * spec["threads_per_chain"]
-    return 1
-
-
 rule sbc_batch:
     input:
         exe="results/model/gmm",
@@ -53,7 +37,7 @@ rule sbc_batch:
         "sbc"
     conda:
         "../environment.yml"
-    threads: sbc_threads
+    threads: lambda wildcards: method_threads(SBC_METHODS[wildcards.method])
     resources:
         mem_mb=1000,
         # minutes: generous for NUTS at about 5 s per replication, more on each retry
@@ -72,7 +56,11 @@ rule sbc_batch:
 
 rule sbc_method:
     input:
-        batches=sbc_batches,
+        batches=lambda wildcards: expand(
+            "results/sbc/{method}/batches/{batch}.csv",
+            method=wildcards.method,
+            batch=range(batch_count(config["sbc"])),
+        ),
     output:
         ranks="results/sbc/{method}/ranks.csv",
         tests="results/sbc/{method}/uniformity.csv",

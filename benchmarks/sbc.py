@@ -9,9 +9,11 @@ Runs the workflow's `sbc` target with config/config.yaml and `sbc.replications` 
 `--model` directory is installed so the compile is not timed), locally with `--cores` or, with
 `--slurm`, through profiles/slurm on a throw-away one-node SLURM cluster on this host (root,
 Debian; tests/slurm_cluster.py). The load average is sampled every 10 s during the run. Writes
-<out>/sbc.csv (one row per method: replications, failed fits, the run's wall time, the summed
-batch wall and CPU times, wall and CPU seconds per replication, fit seconds per replication
-from the ranks, replications per hour, the load averages) and <out>/sbc.md.
+<out>/sbc.csv (<out>/sbc_slurm.csv with --slurm; one row per method: replications done, failed
+fits, batches, the run's wall time, the summed batch wall and CPU times (Snakemake benchmark
+files, CmdStan included), wall and CPU seconds per replication, fit seconds per replication
+from the ranks, the uniformity verdict of the replications done, the load averages) and the
+same as Markdown. `--summarize-only` summarizes a run directory as it is, finished or not.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from gmmpipe.sbc import markdown_table
+from gmmpipe.sbc import markdown_table, method_verdicts, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 # Settings of the throw-away test cluster (no accounting; see tests/test_slurm.py).
@@ -108,29 +110,27 @@ def run(workdir: Path, config: Path, args: argparse.Namespace) -> dict[str, Any]
 
 
 def summarize_run(workdir: Path, cores: str, timing: dict[str, Any]) -> pd.DataFrame:
-    """One row per method of a finished run: counts, times, per-replication costs."""
+    """One row per method of a run, finished or not (from the batches done): counts, times,
+    per-replication costs and the uniformity verdict of the replications done."""
+    config = yaml.safe_load((workdir / "sbc_config.yaml").read_text())
+    draws = config.get("sbc", {}).get("draws", 99)
+    bins = config.get("sbc", {}).get("bins", 10)
     rows = []
-    for method_dir in sorted((workdir / "results" / "sbc").iterdir()):
-        ranks_file = method_dir / "ranks.csv"
-        if not ranks_file.exists():
-            continue
-        ranks = pd.read_csv(ranks_file)
+    for method_dir in sorted((workdir / "results" / "sbc").glob("*/batches")):
+        method = method_dir.parent.name
+        ranks = pd.concat([pd.read_csv(path) for path in method_dir.glob("*.csv")])
         per_rep = ranks.groupby("replication").agg(wall_s=("wall_s", "first"))
         failed = ranks.groupby("replication")["rank"].apply(lambda r: r.isna().all()).sum()
-        batches = [
-            pd.read_csv(path, sep="\t")
-            for path in (workdir / "results" / "benchmarks" / "sbc" / method_dir.name).glob(
-                "batch_*.tsv"
-            )
-        ]
-        bench = pd.concat(batches) if batches else pd.DataFrame({"s": [], "cpu_time": []})
+        bench_dir = workdir / "results" / "benchmarks" / "sbc" / method
+        bench = pd.concat([pd.read_csv(path, sep="\t") for path in bench_dir.glob("batch_*.tsv")])
+        verdict = method_verdicts(summarize(ranks, draws, bins)).iloc[0]
         n = len(per_rep)
         rows.append(
             {
-                "method": method_dir.name,
+                "method": method,
                 "replications": n,
                 "failed": int(failed),
-                "batches": len(batches),
+                "batches": len(bench),
                 "cores": cores,
                 "run_wall_s": timing.get("wall_s", float("nan")),
                 "batch_wall_s": float(bench["s"].sum()),
@@ -138,6 +138,9 @@ def summarize_run(workdir: Path, cores: str, timing: dict[str, Any]) -> pd.DataF
                 "wall_s_per_replication": float(bench["s"].sum()) / n,
                 "cpu_s_per_replication": float(bench["cpu_time"].sum()) / n,
                 "fit_s_per_replication": float(per_rep["wall_s"].mean()),
+                "min_p_adjusted": float(verdict["min_p_adjusted"]),
+                "central_coverage": float(verdict["central_coverage"]),
+                "uniformity_rejected": verdict["uniformity_rejected"],
                 "slurm_jobs": timing.get("slurm_jobs", 0),
                 "load_start": timing.get("load_start", ""),
                 "load_mean": timing.get("load_mean", float("nan")),

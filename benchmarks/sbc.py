@@ -11,15 +11,18 @@ Runs the workflow's `sbc` target with config/config.yaml and `sbc.replications` 
 Debian; tests/slurm_cluster.py). The load average is sampled every 10 s during the run. Writes
 <out>/sbc.csv (<out>/sbc_slurm.csv with --slurm; one row per method: replications done, failed
 fits, batches, the run's wall time, the summed batch wall and CPU times (Snakemake benchmark
-files, CmdStan included), wall and CPU seconds per replication, fit seconds per replication
-from the ranks, the uniformity verdict of the replications done, the load averages) and the
-same as Markdown. `--summarize-only` summarizes a run directory as it is, finished or not.
+files: sampled, so short CmdStan runs are partly missed), wall and CPU seconds per replication,
+the fits' wall and CPU seconds per replication from the ranks (CmdStan included), the whole
+run's CPU seconds (every process, all methods), the uniformity verdict of the replications
+done, the load averages) and the same as Markdown. `--summarize-only` summarizes a run
+directory as it is, finished or not.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -94,19 +97,26 @@ def run(workdir: Path, config: Path, args: argparse.Namespace) -> dict[str, Any]
     command += ["--cores", args.cores, "sbc"]
     log = workdir / "snakemake.log"
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), _children_cpu()
     with LoadSampler() as load, log.open("w") as out:
         result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
-    wall = time.monotonic() - start
+    wall, cpu = time.monotonic() - start, _children_cpu() - cpu_start
     if result.returncode != 0:
         raise SystemExit(f"snakemake failed (exit {result.returncode}); see {log}")
     return {
         "wall_s": wall,
+        "cpu_s": cpu,
         "load_start": load_start,
         "load_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "load_mean": sum(load.samples) / len(load.samples),
         "slurm_jobs": log.read_text().count("has been submitted with SLURM jobid"),
     }
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (Snakemake, its jobs, CmdStan)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def summarize_run(workdir: Path, cores: str, timing: dict[str, Any]) -> pd.DataFrame:
@@ -119,7 +129,11 @@ def summarize_run(workdir: Path, cores: str, timing: dict[str, Any]) -> pd.DataF
     for method_dir in sorted((workdir / "results" / "sbc").glob("*/batches")):
         method = method_dir.parent.name
         ranks = pd.concat([pd.read_csv(path) for path in method_dir.glob("*.csv")])
-        per_rep = ranks.groupby("replication").agg(wall_s=("wall_s", "first"))
+        if "cpu_s" not in ranks:  # ranks written before fits recorded their CPU time
+            ranks["cpu_s"] = float("nan")
+        per_rep = ranks.groupby("replication").agg(
+            wall_s=("wall_s", "first"), cpu_s=("cpu_s", "first")
+        )
         failed = ranks.groupby("replication")["rank"].apply(lambda r: r.isna().all()).sum()
         bench_dir = workdir / "results" / "benchmarks" / "sbc" / method
         bench = pd.concat([pd.read_csv(path, sep="\t") for path in bench_dir.glob("batch_*.tsv")])
@@ -133,11 +147,13 @@ def summarize_run(workdir: Path, cores: str, timing: dict[str, Any]) -> pd.DataF
                 "batches": len(bench),
                 "cores": cores,
                 "run_wall_s": timing.get("wall_s", float("nan")),
+                "run_cpu_s": timing.get("cpu_s", float("nan")),
                 "batch_wall_s": float(bench["s"].sum()),
                 "batch_cpu_s": float(bench["cpu_time"].sum()),
                 "wall_s_per_replication": float(bench["s"].sum()) / n,
                 "cpu_s_per_replication": float(bench["cpu_time"].sum()) / n,
                 "fit_s_per_replication": float(per_rep["wall_s"].mean()),
+                "fit_cpu_s_per_replication": float(per_rep["cpu_s"].mean()),
                 "min_p_adjusted": float(verdict["min_p_adjusted"]),
                 "central_coverage": float(verdict["central_coverage"]),
                 "uniformity_rejected": verdict["uniformity_rejected"],

@@ -27,6 +27,7 @@ batch of a cluster run) gives exactly the ranks it gives within the whole run.
 from __future__ import annotations
 
 import logging
+import resource
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -49,7 +50,7 @@ LOG_LIK = "log_lik"  # the test quantity log p(y | parameters)
 # `replications`, `batch_size`, `methods` and `bins` only decide which replications run and
 # how they are summarized.
 REPLICATION_KEYS = ("seed", "n", "d", "model", "draws")
-RANK_COLUMNS = ["method", "replication", "parameter", "rank", "wall_s"]
+RANK_COLUMNS = ["method", "replication", "parameter", "rank", "wall_s", "cpu_s"]
 SUMMARY_COLUMNS = [
     "method",
     "parameter",
@@ -362,7 +363,7 @@ def run_sbc(
     Returns
     -------
     One row per method, replication and test quantity: the rank (NaN when the fit failed),
-    with the fit's wall time.
+    with the fit's wall time and CPU time (this process and CmdStan's).
     """
     from cmdstanpy import write_stan_json
 
@@ -380,7 +381,7 @@ def run_sbc(
             for name, spec in methods.items():
                 out = Path(scratch) / name
                 out.mkdir()
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), _cpu_seconds()
                 try:
                     post = _fit(
                         model, spec, data_file, replication_seed(sbc, name, rep), out, model_spec, d
@@ -390,13 +391,19 @@ def run_sbc(
                     logger.warning("replication %d, %s failed: %s", rep, name, err)
                     names = ranked_quantities({n: v[None] for n, v in truth.items()}, data.y)
                     result = dict.fromkeys(names, np.nan)
-                wall = time.perf_counter() - start
+                wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
                 rows += [
-                    {"method": name, "replication": rep, "parameter": p, "rank": r, "wall_s": wall}
+                    dict(zip(RANK_COLUMNS, (name, rep, p, r, wall, cpu), strict=True))
                     for p, r in result.items()
                 ]
         logger.info("SBC replication %d done (%d of %d)", rep, done, len(reps))
     return pd.DataFrame(rows, columns=RANK_COLUMNS)
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished child processes (CmdStan)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def check_sbc_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -69,7 +69,8 @@ TEST_CLUSTER_SETTINGS = (
     "--slurm-no-account",
     "--slurm-keep-successful-logs",
 )
-SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
+# Snakemake's job id: a number, or a UUID for a group job.
+SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
 
 
 def _profile(name: str) -> dict[str, Any]:
@@ -144,9 +145,9 @@ def _slurm_run(workdir: Path, *args: str, timeout: float) -> subprocess.Complete
     )
 
 
-def _submissions(text: str) -> list[tuple[int, int, str]]:
+def _submissions(text: str) -> list[tuple[str, int, str]]:
     """(Snakemake job id, SLURM job id, SLURM log) of every submission, in order."""
-    return [(int(j), int(s), log) for j, s, log in SUBMITTED.findall(text)]
+    return [(j, int(s), log) for j, s, log in SUBMITTED.findall(text)]
 
 
 @pytest.fixture(scope="module")
@@ -230,12 +231,10 @@ def test_slurm_results_equal_a_local_run(slurm_run, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def slurm_sbc(slurm_run, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The small SBC through the SLURM profile, with the model the cluster compiled."""
+def slurm_sbc(gmm_exe: Path, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The small SBC through the SLURM profile, with the tests' compiled model."""
     workdir = make_workflow(
-        tmp_path_factory.mktemp("slurm-sbc"),
-        {**CONFIG, "sbc": SBC},
-        model_dir=slurm_run["workdir"] / "results" / "model",
+        tmp_path_factory.mktemp("slurm-sbc"), {**CONFIG, "sbc": SBC}, model_dir=gmm_exe.parent
     )
     before = {job.id for job in cluster.jobs()}
     start = time.monotonic()
@@ -255,7 +254,7 @@ def test_sbc_batches_go_out_grouped_and_rank_as_a_local_run(slurm_sbc, tmp_path)
     """20 replications in 4 batches leave as 2 SLURM jobs; the ranks equal those of a local
     run that does all 20 replications in one batch."""
     text, jobs = slurm_sbc["text"], slurm_sbc["jobs"]
-    assert "rule compile:" not in text  # the cluster-compiled model is reused
+    assert "rule compile:" not in text  # the compiled model is reused
     submissions = _submissions(text)
     assert [s for _, s, _ in submissions] == [job.id for job in jobs]
     # Every submission is a group job of two batches; gather and summary run locally.

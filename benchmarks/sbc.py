@@ -90,7 +90,8 @@ def run(workdir: Path, config: Path, args: argparse.Namespace) -> dict[str, Any]
     """Run `snakemake sbc` in `workdir`; its wall time and load averages."""
     command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
     command += ["--directory", str(workdir), "--configfile", str(config)]
-    command += ["--rerun-triggers", "mtime", "--profile", str(ROOT / "profiles" / "default")]
+    # Run from the repository, so that its workflow profile (profiles/default) applies.
+    command += ["--rerun-triggers", "mtime"]
     if args.slurm:
         command += ["--profile", str(ROOT / "profiles" / "slurm"), *TEST_CLUSTER_SETTINGS]
         command += ["--group-components", f"sbc={args.group_components}"]
@@ -99,7 +100,9 @@ def run(workdir: Path, config: Path, args: argparse.Namespace) -> dict[str, Any]
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     start, cpu_start = time.monotonic(), _children_cpu()
     with LoadSampler() as load, log.open("w") as out:
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
+        result = subprocess.run(
+            command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, check=False
+        )
     wall, cpu = time.monotonic() - start, _children_cpu() - cpu_start
     if result.returncode != 0:
         raise SystemExit(f"snakemake failed (exit {result.returncode}); see {log}")

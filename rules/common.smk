@@ -101,12 +101,16 @@ def fit_inputs(wildcards):
     return inputs
 
 
-def fit_threads(wildcards):
-    """CPUs a fit uses: one per parallel chain times the threads per chain."""
-    spec = config["methods"][wildcards.method]
+def method_threads(spec):
+    """CPUs a fit of method `spec` uses: one per parallel chain times the threads per chain."""
     if spec["algorithm"] == "nuts":
         return min(spec["parallel_chains"], spec["chains"]) * spec["threads_per_chain"]
     return 1
+
+
+def fit_threads(wildcards):
+    """CPUs a fit job uses (see :func:`method_threads`)."""
+    return method_threads(config["methods"][wildcards.method])
 
 
 def dataset_fits(wildcards):

@@ -1,9 +1,17 @@
 # Simulation-based calibration, on demand (not part of `rule all`):
 #   snakemake --cores all sbc
 # builds results/sbc/summary.md (one verdict per method) and, per method in `sbc.methods`,
-# the ranks, the chi-square uniformity test of every parameter and the rank histograms.
+# the ranks, the chi-square uniformity test of every test quantity and the rank histograms.
+# The replications run as jobs of `sbc.batch_size` replications each (rule sbc_batch); on a
+# cluster, the `sbc` job group packs several batches into one submission (group-components
+# in profiles/slurm). The model is compiled once, by rule compile, before any batch runs.
 
-from gmmpipe.sbc import check_sbc_config
+from gmmpipe.sbc import (
+    REPLICATION_KEYS,
+    batch_count,
+    batch_replications,
+    check_sbc_config,
+)
 
 # A bad `sbc:` section fails only a run that asks for the SBC (rule sbc's input raises the
 # error), not the default target.
@@ -13,9 +21,46 @@ except ConfigError:
     SBC_METHODS = {}
 
 
-rule sbc_method:
+rule sbc_batch:
     input:
         exe="results/model/gmm",
+    output:
+        ranks="results/sbc/{method}/batches/{batch}.csv",
+    log:
+        "logs/sbc/{method}/batch_{batch}.log",
+    benchmark:
+        "results/benchmarks/sbc/{method}/batch_{batch}.tsv"
+    wildcard_constraints:
+        method=_alternation(SBC_METHODS),
+        batch=r"\d+",
+    group:
+        "sbc"
+    conda:
+        "../envs/sbc.yaml"
+    threads: lambda wildcards: method_threads(SBC_METHODS[wildcards.method])
+    resources:
+        mem_mb=1000,
+        # minutes: generous for NUTS at about 5 s per replication, more on each retry
+        runtime=lambda wildcards, attempt: attempt * (10 + config["sbc"]["batch_size"]),
+    params:
+        # Only what decides a replication's result: growing `replications` keeps the
+        # batches already done.
+        sbc={key: config["sbc"][key] for key in REPLICATION_KEYS},
+        method=lambda wildcards: SBC_METHODS[wildcards.method],
+        replications=lambda wildcards: list(
+            batch_replications(config["sbc"], int(wildcards.batch))
+        ),
+    script:
+        "../scripts/sbc_batch.py"
+
+
+rule sbc_method:
+    input:
+        batches=lambda wildcards: expand(
+            "results/sbc/{method}/batches/{batch}.csv",
+            method=wildcards.method,
+            batch=range(batch_count(config["sbc"])),
+        ),
     output:
         ranks="results/sbc/{method}/ranks.csv",
         tests="results/sbc/{method}/uniformity.csv",
@@ -27,19 +72,13 @@ rule sbc_method:
         ),
     log:
         "logs/sbc/{method}.log",
-    benchmark:
-        "results/benchmarks/sbc/{method}.tsv"
     wildcard_constraints:
         method=_alternation(SBC_METHODS),
+    localrule: True
     conda:
         "../envs/sbc.yaml"
-    threads: 2
-    resources:
-        mem_mb=2000,
-        runtime=lambda wildcards, attempt: 120 * attempt,
     params:
         sbc=config["sbc"],
-        method=lambda wildcards: SBC_METHODS[wildcards.method],
     script:
         "../scripts/sbc.py"
 
@@ -55,6 +94,7 @@ rule sbc:
         markdown="results/sbc/summary.md",
     log:
         "logs/sbc/summary.log",
+    localrule: True
     conda:
         "../envs/sbc.yaml"
     script:

@@ -157,8 +157,9 @@ class Cluster:
                 "AccountingStorageType=accounting_storage/none",
                 "SelectType=select/cons_tres",
                 "SelectTypeParameters=CR_Core_Memory",
-                # squeue must still see finished jobs when the executor asks (>= 3 x its delay).
-                "MinJobAge=300",
+                # squeue must still see finished jobs when the executor asks (>= 3 x its delay)
+                # and when a test lists them after a run that took many minutes on a busy host.
+                "MinJobAge=3600",
                 "MailProg=/bin/true",
                 "ReturnToService=2",
                 f"NodeName={NODE} NodeAddr=127.0.0.1 {_node_hardware()} "

@@ -267,7 +267,8 @@ def test_sbc_nuts_ranks_are_uniform(sbc_small):
     """Bonferroni over the parameters: NUTS must pass at family-wise level 0.01."""
     _, summary = sbc_small
     nuts = summary[summary["method"] == "nuts"]
-    assert len(nuts) == 6  # mu[1,1], mu[2,1], theta[1], theta[2], sigma[1,1], sigma[2,1]
+    # mu[1,1], mu[2,1], theta[1], theta[2], sigma[1,1], sigma[2,1] and log_lik
+    assert len(nuts) == 7
     assert (nuts["replications"] == SBC_SMALL["replications"]).all()
     assert nuts["p_adjusted"].min() >= 0.01, nuts
 
@@ -278,6 +279,6 @@ def test_sbc_advi_is_reported(sbc_small):
     verdicts = method_verdicts(summary).set_index("method")
     assert set(verdicts.index) == {"nuts", "advi_meanfield"}
     advi = summary[summary["method"] == "advi_meanfield"]
-    assert len(advi) == 6 and advi["p_value"].notna().all()
+    assert len(advi) == 7 and advi["p_value"].notna().all()
     logging.getLogger(__name__).info("SBC verdicts\n%s", verdicts.to_string())
     assert isinstance(table, pd.DataFrame) and table["wall_s"].gt(0).all()

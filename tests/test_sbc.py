@@ -9,14 +9,23 @@ from scipy import stats
 
 from gmmpipe.errors import ConfigError
 from gmmpipe.sbc import (
+    LOG_LIK,
+    batch_count,
+    batch_replications,
     canonical_order,
     check_sbc_config,
+    covariances,
     draw_prior,
     flatten,
     lkj_corr_cholesky,
+    log_likelihood,
     markdown_table,
     method_verdicts,
+    ranked_quantities,
     ranks,
+    replication,
+    replication_seed,
+    run_sbc,
     simulate_data,
     summarize,
     uniformity_test,
@@ -80,7 +89,9 @@ def test_flatten_keeps_lower_triangle_of_omega():
     ]
 
 
-def _conjugate_sbc(n_rep: int, kept: int, sd_factor: float) -> pd.DataFrame:
+def _conjugate_sbc(
+    n_rep: int, kept: int, sd_factor: float, *, with_y: bool = False
+) -> pd.DataFrame:
     """SBC of a one-component model whose posterior is known exactly (normal-normal).
 
     `sd_factor` != 1 scales the posterior sd, mimicking a miscalibrated approximation.
@@ -97,7 +108,7 @@ def _conjugate_sbc(n_rep: int, kept: int, sd_factor: float) -> pd.DataFrame:
             "mu": mean + sd * rng.standard_normal((kept, 1, 2)),
             "theta": np.ones((kept, 1)),
         }
-        for name, rank in ranks(truth, post, kept).items():
+        for name, rank in ranks(truth, post, kept, y if with_y else None).items():
             rows.append({"method": "exact", "replication": rep, "parameter": name, "rank": rank})
     return pd.DataFrame(rows)
 
@@ -143,3 +154,141 @@ def test_check_sbc_config():
         check_sbc_config(_config(methods=["map"]))
     with pytest.raises(ConfigError, match="must divide"):
         check_sbc_config(_config(bins=7))
+
+
+# --- log p(y | parameters), the label-invariant test quantity ---------------------------------
+
+
+@pytest.mark.parametrize("covariance", ["identity", "diagonal", "full"])
+@pytest.mark.parametrize("k,d", [(1, 1), (2, 2), (3, 3)])
+def test_log_likelihood_equals_scipy(covariance, k, d):
+    rng = np.random.default_rng(k * 10 + d)
+    model = {"K": k, "mu_sd": 2.0, "alpha": 1.0, "covariance": covariance}
+    draws = [draw_prior(rng, model, d) for _ in range(4)]
+    y = simulate_data(rng, draws[0], 30).y
+    stacked = {name: np.stack([p[name] for p in draws]) for name in draws[0]}
+    expected = [
+        np.log(
+            sum(
+                p["theta"][j] * stats.multivariate_normal(p["mu"][j], cov).pdf(y)
+                for j, cov in enumerate(covariances(p))
+            )
+        ).sum()
+        for p in draws
+    ]
+    np.testing.assert_allclose(log_likelihood(y, stacked), expected, rtol=1e-10)
+
+
+def test_log_likelihood_is_label_invariant_and_ranked():
+    rng = np.random.default_rng(5)
+    model = {"K": 3, "mu_sd": 2.0, "alpha": 1.0, "covariance": "full"}
+    params = draw_prior(rng, model, 2)
+    y = simulate_data(rng, params, 40).y
+    one = {n: v[None] for n, v in params.items()}
+    permuted = {n: v[:, [2, 0, 1]] for n, v in one.items()}
+    np.testing.assert_allclose(log_likelihood(y, one), log_likelihood(y, permuted))
+    # A zero weight drops its component instead of producing NaN.
+    zero = {**one, "theta": np.array([[0.0, 0.5, 0.5]])}
+    assert np.isfinite(log_likelihood(y, zero)).all()
+    quantities = ranked_quantities(one, y)
+    assert list(quantities)[-1] == LOG_LIK and LOG_LIK not in ranked_quantities(one)
+    # Ranked like the parameters: the prior draw's value among the posterior draws'.
+    posterior = {n: np.repeat(v, 9, axis=0) for n, v in one.items()}
+    posterior["mu"] = posterior["mu"] + np.linspace(-1, 1, 9)[:, None, None]
+    post_ll = log_likelihood(y, posterior)
+    got = ranks(params, posterior, 9, y)
+    assert got[LOG_LIK] == int((post_ll < log_likelihood(y, one)[0]).sum()) == 8
+
+
+def test_log_likelihood_rank_is_uniform_for_an_exact_posterior():
+    """The conjugate normal model's exact posterior gives uniform log-likelihood ranks."""
+    table = _conjugate_sbc(300, 99, 1.0, with_y=True)
+    summary = summarize(table, 99, 10).set_index("parameter")
+    assert summary.loc[LOG_LIK, "replications"] == 300
+    assert summary.loc[LOG_LIK, "p_value"] > 0.001
+
+
+# --- Replications, seeds and batches ------------------------------------------------------
+
+
+SBC = {"replications": 23, "batch_size": 5, "n": 30, "d": 2, "draws": 19, "bins": 5, "seed": 7}
+SBC["model"] = {"K": 2, "mu_sd": 2.0, "alpha": 2.0, "covariance": "diagonal"}
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 5, 23, 100])
+def test_batches_cover_every_replication_once(batch_size):
+    sbc = {**SBC, "batch_size": batch_size}
+    covered = [r for b in range(batch_count(sbc)) for r in batch_replications(sbc, b)]
+    assert covered == list(range(23))
+    with pytest.raises(ValueError, match="out of range"):
+        batch_replications(sbc, batch_count(sbc))
+
+
+def test_a_replication_depends_on_the_seed_and_its_index_only():
+    """The prior draw, the data and the CmdStan seeds of replication r are the same whatever
+    the batch size, the number of replications or the other methods."""
+    truth, data = replication(SBC, 17)
+    for other in ({**SBC, "batch_size": 1}, {**SBC, "replications": 1000, "bins": 4}):
+        again, data_again = replication(other, 17)
+        for name in truth:
+            np.testing.assert_array_equal(truth[name], again[name])
+        np.testing.assert_array_equal(data.y, data_again.y)
+        assert replication_seed(other, "nuts", 17) == replication_seed(SBC, "nuts", 17)
+    assert not np.array_equal(replication(SBC, 16)[1].y, data.y)
+    assert not np.array_equal(replication({**SBC, "seed": 8}, 17)[1].y, data.y)
+    seeds = {replication_seed(SBC, m, r) for m in ("nuts", "advi") for r in range(100)}
+    assert len(seeds) == 200
+
+
+@pytest.mark.cmdstan
+def test_two_batchings_give_identical_ranks(gmm_exe):
+    """Replications run as one batch or as two give the same ranks (CmdStan seeds included)."""
+    sbc = {**SBC, "n": 20, "d": 1, "draws": 9, "bins": 5}
+    nuts = {
+        "algorithm": "nuts",
+        "chains": 1,
+        "parallel_chains": 1,
+        "threads_per_chain": 1,
+        "iter_warmup": 100,
+        "iter_sampling": 50,
+        "adapt_delta": 0.8,
+        "max_treedepth": 10,
+        "metric": "diag_e",
+    }
+    whole = run_sbc(gmm_exe, sbc, {"nuts": nuts}, range(4))
+    parts = pd.concat(
+        [run_sbc(gmm_exe, sbc, {"nuts": nuts}, reps) for reps in (range(3, 4), range(3))]
+    )
+    columns = ["method", "replication", "parameter", "rank"]
+    expected = whole[columns].sort_values(columns[:3], ignore_index=True)
+    got = parts[columns].sort_values(columns[:3], ignore_index=True)
+    pd.testing.assert_frame_equal(got, expected)
+    assert whole["rank"].notna().all() and set(whole["replication"]) == set(range(4))
+    assert LOG_LIK in set(whole["parameter"])
+
+
+def test_method_settings_replace_the_methods_own_for_sbc_only():
+    config = _config(method_settings={"nuts": {"iter_warmup": 300, "chains": 2}})
+    config["methods"]["nuts"].update(iter_warmup=1000, chains=4, iter_sampling=1000)
+    nuts = check_sbc_config(config)["nuts"]
+    assert (nuts["iter_warmup"], nuts["chains"], nuts["iter_sampling"]) == (300, 2, 1000)
+    assert config["methods"]["nuts"]["iter_warmup"] == 1000  # the analysis's own is kept
+    with pytest.raises(ConfigError, match=r"'sbc\.method_settings' names 'advi'"):
+        check_sbc_config(_config(method_settings={"advi": {"iter": 10}}))
+    with pytest.raises(ConfigError, match=r"'sbc\.method_settings\.nuts\.iter_warmup'"):
+        check_sbc_config(_config(method_settings={"nuts": {"iter_warmup": -1}}))
+    with pytest.raises(ConfigError, match="Additional properties"):
+        check_sbc_config(_config(method_settings={"nuts": {"tol_rel_obj": 0.1}}))
+    with pytest.raises(ConfigError, match="may not change"):
+        check_sbc_config(_config(method_settings={"nuts": {"algorithm": "advi"}}))
+
+
+def test_log_likelihood_of_an_overflowed_draw_is_minus_infinity():
+    """A stuck chain's draw with infinite scales ranks lowest instead of failing the fit."""
+    rng = np.random.default_rng(8)
+    model = {"K": 2, "mu_sd": 2.0, "alpha": 1.0, "covariance": "full"}
+    params = {n: v[None] for n, v in draw_prior(rng, model, 2).items()}
+    y = simulate_data(rng, {n: v[0] for n, v in params.items()}, 10).y
+    params["sigma"] = np.array([[[np.inf, 1.0], [1.0, 1.0]]])
+    params["theta"] = np.array([[1.0, 0.0]])
+    assert log_likelihood(y, params)[0] == -np.inf

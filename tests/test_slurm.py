@@ -2,8 +2,9 @@
 
 The cluster (tests/slurm_cluster.py) runs on this host only while this module's tests run. A
 small configuration goes through the SLURM executor plugin and must give exactly the results of
-a local run; a job that fails once is resubmitted per the profile's `retries`. The profile
-checks at the top need neither SLURM nor CmdStan.
+a local run; so must a small SBC, whose batches go out packed into fewer SLURM jobs (job
+groups); a job that fails once is resubmitted per the profile's `retries`. The profile checks
+at the top need neither SLURM nor CmdStan.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import slurm_cluster
 import xarray as xr
 import yaml
 from slurm_cluster import Cluster, one_node
-from workflow_helpers import ROOT, make_workflow, output
+from workflow_helpers import ROOT, make_workflow, output, scheduled_rules
 
 SLURM_PROFILE = ROOT / "profiles" / "slurm"
 CONFIG: dict[str, Any] = {
@@ -44,6 +45,19 @@ CONFIG: dict[str, Any] = {
     },
     "sbc": {"methods": ["nuts"]},  # SBC's default methods must exist even when SBC is not built
 }
+# A small SBC: 20 replications in 4 batches of 5, NUTS with 2 chains (2 CPUs per batch).
+SBC = {
+    "methods": ["nuts"],
+    "replications": 20,
+    "batch_size": 5,
+    "n": 20,
+    "d": 1,
+    "draws": 19,
+    "bins": 5,
+    "seed": 3,
+    "method_settings": {"nuts": {"iter_warmup": 150, "iter_sampling": 100}},
+}
+SBC_BATCHES = 4
 FIT_FILES = ("posterior.nc", "summary.csv", "diagnostics.json", "fit.json")
 TARGETS = [f"results/fits/seed_small/{m}/{name}" for m in CONFIG["methods"] for name in FIT_FILES]
 RULE_JOBS = {"simulate", "compile", "optimize", "sample"}
@@ -55,7 +69,8 @@ TEST_CLUSTER_SETTINGS = (
     "--slurm-no-account",
     "--slurm-keep-successful-logs",
 )
-SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
+# Snakemake's job id: a number, or a UUID for a group job.
+SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
 
 
 def _profile(name: str) -> dict[str, Any]:
@@ -73,6 +88,26 @@ def test_slurm_profile_uses_the_executor_plugin_with_retries_and_defaults():
     assert profile["latency-wait"] >= 30
     assert {"runtime", "mem_mb", "cpus_per_task"} <= set(profile["default-resources"])
     assert profile["default-resources"]["cpus_per_task"] == "threads"
+
+
+def test_slurm_profile_groups_sbc_batches(tmp_path):
+    """The SBC's batches form job group `sbc`; the profile packs them two to a SLURM job, and
+    `--cores` (one node's) stacks those that do not fit side by side. Dry run, no cluster."""
+    assert _profile("slurm")["group-components"] == ["sbc=2"]
+    workdir = make_workflow(tmp_path, {**CONFIG, "sbc": SBC})
+    result = _snakemake(
+        workdir, "-n", "sbc", "--profile", str(SLURM_PROFILE), "--slurm-no-account", timeout=120
+    )
+    text = output(result)
+    assert result.returncode == 0, text
+    # The model is compiled once, by one job that every batch depends on.
+    assert scheduled_rules(result) == {
+        "compile": 1,
+        "sbc_batch": SBC_BATCHES,
+        "sbc_method": 1,
+        "sbc": 1,
+    }
+    assert text.count("Group job sbc") == SBC_BATCHES // 2
 
 
 def test_workflow_profile_does_not_override_the_cluster_profile():
@@ -110,9 +145,9 @@ def _slurm_run(workdir: Path, *args: str, timeout: float) -> subprocess.Complete
     )
 
 
-def _submissions(text: str) -> list[tuple[int, int, str]]:
+def _submissions(text: str) -> list[tuple[str, int, str]]:
     """(Snakemake job id, SLURM job id, SLURM log) of every submission, in order."""
-    return [(int(j), int(s), log) for j, s, log in SUBMITTED.findall(text)]
+    return [(j, int(s), log) for j, s, log in SUBMITTED.findall(text)]
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +228,61 @@ def test_slurm_results_equal_a_local_run(slurm_run, tmp_path):
             for record in (got, expected):
                 record.pop("wall_time_s", None)  # timings differ between runs
             assert got == expected, name
+
+
+@pytest.fixture(scope="module")
+def slurm_sbc(gmm_exe: Path, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The small SBC through the SLURM profile, with the tests' compiled model."""
+    workdir = make_workflow(
+        tmp_path_factory.mktemp("slurm-sbc"), {**CONFIG, "sbc": SBC}, model_dir=gmm_exe.parent
+    )
+    before = {job.id for job in cluster.jobs()}
+    start = time.monotonic()
+    # --cores 2: one node's cores; a group's two 2-CPU batches then run one after the other.
+    result = _slurm_run(workdir, "sbc", "--cores", "2", "--rerun-triggers", "mtime", timeout=900)
+    seconds = time.monotonic() - start
+    text = output(result)
+    assert result.returncode == 0, f"SLURM SBC run failed:\n{text}\n{cluster}"
+    jobs = [job for job in cluster.jobs() if job.id not in before]
+    return {"workdir": workdir, "text": text, "jobs": jobs, "seconds": seconds}
+
+
+@pytest.mark.slurm
+@pytest.mark.cmdstan
+@pytest.mark.workflow
+def test_sbc_batches_go_out_grouped_and_rank_as_a_local_run(slurm_sbc, tmp_path):
+    """20 replications in 4 batches leave as 2 SLURM jobs; the ranks equal those of a local
+    run that does all 20 replications in one batch."""
+    text, jobs = slurm_sbc["text"], slurm_sbc["jobs"]
+    assert "rule compile:" not in text  # the compiled model is reused
+    submissions = _submissions(text)
+    # (submissions are reported as they return, not necessarily in SLURM's order)
+    assert sorted(s for _, s, _ in submissions) == [job.id for job in jobs]
+    # Every submission is a group job of two batches; gather and summary run locally.
+    assert len(jobs) == SBC_BATCHES // 2 < SBC_BATCHES
+    for job in jobs:
+        assert job.state == "COMPLETED", job
+        assert "sbc_batch" in job.comment and job.cpus == 2, job
+    # Each SLURM job's Snakemake ran the group's two batches.
+    for _, _, log in submissions:
+        log_text = Path(log).read_text()
+        assert "2 of 2 steps (100%) done" in log_text and "sbc_batch" in log_text, log_text
+    slurm_ranks = pd.read_csv(slurm_sbc["workdir"] / "results" / "sbc" / "nuts" / "ranks.csv")
+    # mu[1,1], mu[2,1], theta[1], theta[2], sigma[1,1], sigma[2,1] and log_lik per replication
+    assert len(slurm_ranks) == SBC["replications"] * 7
+    assert slurm_ranks["rank"].notna().all()
+
+    local_dir = make_workflow(
+        tmp_path / "local",
+        {**CONFIG, "sbc": {**SBC, "batch_size": SBC["replications"]}},
+        model_dir=slurm_sbc["workdir"] / "results" / "model",
+    )
+    result = _snakemake(local_dir, "sbc", "--cores", "2", "--rerun-triggers", "mtime", timeout=600)
+    assert result.returncode == 0, output(result)
+    local_ranks = pd.read_csv(local_dir / "results" / "sbc" / "nuts" / "ranks.csv")
+    columns = ["method", "replication", "parameter", "rank"]
+    pd.testing.assert_frame_equal(slurm_ranks[columns], local_ranks[columns])
+    print(f"SLURM SBC: {len(jobs)} jobs for {SBC_BATCHES} batches in {slurm_sbc['seconds']:.0f} s")
 
 
 FLAKY_SNAKEFILE = """\

@@ -15,21 +15,28 @@ function (unlike relabelling towards the prior draw, which would treat the prior
 specially and break the exchangeability the ranks rely on), and it equals fitting with the
 `ordered` constraint on mu[, 1] (the sorted version of a symmetric posterior is the ordered
 model's posterior). The Stan program itself is fitted without the constraint, as the
-pipeline fits it.
+pipeline fits it. Besides the parameters, the log-likelihood of the simulated data at each draw,
+log p(y | parameters), is ranked: it does not depend on the labels at all, and it tests the
+posterior's joint shape, not only its margins (Modrak et al. 2023, arXiv:2211.02383).
+
+Replications are independent: replication r's prior draw and data come from a generator seeded
+with (seed, r) and its CmdStan seeds from (seed, method, r), so any subset of replications (one
+batch of a cluster run) gives exactly the ranks it gives within the whole run.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 from gmmpipe.config import derived_seed
 from gmmpipe.data import Dataset, stan_data
@@ -38,6 +45,12 @@ from gmmpipe.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
+LOG_LIK = "log_lik"  # the test quantity log p(y | parameters)
+# Keys of the `sbc` config that decide a replication's result (a batch's job parameters);
+# `replications`, `batch_size`, `methods` and `bins` only decide which replications run and
+# how they are summarized.
+REPLICATION_KEYS = ("seed", "n", "d", "model", "draws")
+RANK_COLUMNS = ["method", "replication", "parameter", "rank", "wall_s", "cpu_s"]
 SUMMARY_COLUMNS = [
     "method",
     "parameter",
@@ -97,13 +110,42 @@ def draw_prior(rng: np.random.Generator, model: Mapping[str, Any], d: int) -> di
 
 
 def covariances(params: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Sigma_k (K, D, D) of one parameter draw."""
-    k, d = params["mu"].shape
+    """Sigma_k (..., K, D, D) of one parameter draw (K, D) or of draws (..., K, D)."""
+    mu = params["mu"]
+    identity = np.broadcast_to(np.eye(mu.shape[-1]), (*mu.shape, mu.shape[-1]))
     if "sigma" not in params:
-        return np.tile(np.eye(d), (k, 1, 1))
-    omega = params.get("Omega", np.tile(np.eye(d), (k, 1, 1)))
+        return identity
+    omega = params.get("Omega", identity)
     sigma = params["sigma"]
-    return sigma[:, :, None] * omega * sigma[:, None, :]
+    return sigma[..., :, None] * omega * sigma[..., None, :]
+
+
+def log_likelihood(y: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """log p(y | draw) = sum_n log sum_k theta_k N(y_n | mu_k, Sigma_k) of each draw.
+
+    `y` is (N, D); `params` hold S draws (draw axis first: mu (S, K, D), theta (S, K), and
+    sigma, Omega for diagonal and full covariances). Returns (S,). Sigma_k = diag(sigma_k)
+    Omega_k diag(sigma_k) is factored as diag(sigma_k) chol(Omega_k), so a draw whose scales
+    overflowed (a stuck chain) gets log-likelihood -inf instead of breaking the factorization.
+    """
+    mu = params["mu"]
+    d = mu.shape[-1]
+    residual = np.asarray(y, dtype=float)[None, None] - mu[:, :, None, :]  # (S, K, N, D)
+    log_det = np.zeros(mu.shape[:-1])  # (S, K): log |Sigma_k|^(1/2)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if "sigma" in params:
+            residual = residual / params["sigma"][:, :, None, :]
+            log_det = log_det + np.log(params["sigma"]).sum(axis=-1)
+        if "Omega" in params:
+            chol = np.linalg.cholesky(params["Omega"])
+            residual = np.einsum("skij,sknj->skni", np.linalg.inv(chol), residual)
+            log_det = log_det + np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
+        log_normal = (
+            -0.5 * (residual**2).sum(axis=-1) - (log_det + 0.5 * d * np.log(2 * np.pi))[..., None]
+        )
+        log_normal = np.where(np.isnan(log_normal), -np.inf, log_normal)
+        log_theta = np.log(params["theta"])[..., None]  # a weight of 0 contributes nothing
+        return special.logsumexp(log_theta + log_normal, axis=1).sum(axis=-1)
 
 
 def simulate_data(rng: np.random.Generator, params: Mapping[str, np.ndarray], n: int) -> Dataset:
@@ -147,24 +189,68 @@ def thin(n_draws: int, kept: int) -> np.ndarray:
     return np.linspace(0, n_draws - 1, kept).round().astype(int)
 
 
-def ranks(
-    prior: Mapping[str, np.ndarray], posterior: Mapping[str, np.ndarray], kept: int
-) -> dict[str, int]:
-    """Rank of each prior value among `kept` thinned posterior draws (0..kept).
+def ranked_quantities(
+    params: Mapping[str, np.ndarray], y: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """The label-invariant quantities SBC ranks, each (S,), of S draws (draw axis first):
+    every scalar parameter after :func:`canonical_order`, and, given data `y`,
+    ``log_lik`` = log p(y | draw) (see :func:`log_likelihood`)."""
+    out = flatten(canonical_order(params))
+    if y is not None:
+        out[LOG_LIK] = log_likelihood(y, params)
+    return out
 
-    Both are put in canonical order first; `prior` holds one draw (arrays without the draw
-    axis), `posterior` S draws (draw axis first).
+
+def ranks(
+    prior: Mapping[str, np.ndarray],
+    posterior: Mapping[str, np.ndarray],
+    kept: int,
+    y: np.ndarray | None = None,
+) -> dict[str, int]:
+    """Rank of each test quantity of the prior draw among `kept` thinned posterior draws
+    (0..kept); see :func:`ranked_quantities` (``log_lik`` only when the data `y` are given).
+
+    `prior` holds one draw (arrays without the draw axis), `posterior` S draws (draw axis
+    first).
     """
-    prior_flat = flatten(canonical_order({n: v[None] for n, v in prior.items()}))
-    post = canonical_order(posterior)
-    post_flat = flatten({n: v[thin(len(v), kept)] for n, v in post.items()})
+    prior_q = ranked_quantities({n: v[None] for n, v in prior.items()}, y)
+    some = next(iter(posterior.values()))
+    post_q = ranked_quantities({n: v[thin(len(some), kept)] for n, v in posterior.items()}, y)
     out = {}
-    for name, value in prior_flat.items():
-        draws = post_flat[name]
+    for name, value in prior_q.items():
+        draws = post_q[name]
         if len(draws) != kept:
             raise ValueError(f"{name}: {len(draws)} posterior draws, fewer than the {kept} kept")
         out[name] = int((draws < value[0]).sum())
     return out
+
+
+def replication(sbc: Mapping[str, Any], rep: int) -> tuple[dict[str, np.ndarray], Dataset]:
+    """The prior draw and simulated dataset of replication `rep` (0-based).
+
+    They depend on the base seed and `rep` only, never on which other replications run.
+    """
+    rng = np.random.default_rng([int(sbc["seed"]), rep])
+    truth = draw_prior(rng, sbc["model"], int(sbc["d"]))
+    return truth, simulate_data(rng, truth, int(sbc["n"]))
+
+
+def replication_seed(sbc: Mapping[str, Any], method: str, rep: int) -> int:
+    """The CmdStan seed of `method`'s fit of replication `rep` (base seed, method, `rep`)."""
+    return derived_seed(int(sbc["seed"]), "sbc", method, str(rep))
+
+
+def batch_count(sbc: Mapping[str, Any]) -> int:
+    """Number of batches (jobs) of ``batch_size`` replications each, the last one shorter."""
+    return -(-int(sbc["replications"]) // int(sbc["batch_size"]))
+
+
+def batch_replications(sbc: Mapping[str, Any], batch: int) -> range:
+    """The replications of batch `batch` (0-based)."""
+    size, total = int(sbc["batch_size"]), int(sbc["replications"])
+    if not 0 <= batch < batch_count(sbc):
+        raise ValueError(f"batch {batch} out of range: {batch_count(sbc)} batches")
+    return range(batch * size, min((batch + 1) * size, total))
 
 
 def uniformity_test(rank_values: Sequence[int], kept: int, bins: int) -> tuple[float, float]:
@@ -262,62 +348,74 @@ def run_sbc(
     exe_file: str | Path,
     sbc: Mapping[str, Any],
     methods: Mapping[str, Mapping[str, Any]],
+    replications: Iterable[int] | None = None,
 ) -> pd.DataFrame:
     """Run SBC: for each replication, one prior draw, one dataset, one fit per method.
 
     Parameters
     ----------
     exe_file : the compiled stan/gmm.stan.
-    sbc : the validated ``sbc`` config (replications, n, d, model, draws, seed).
+    sbc : the validated ``sbc`` config (at least `REPLICATION_KEYS`).
     methods : method specs by name (as in the config's ``methods``), NUTS or ADVI.
+    replications : which replications to run (0-based); all ``sbc["replications"]`` if None.
+        Each one's result is the same whichever others run with it (see :func:`replication`).
 
     Returns
     -------
-    One row per method, replication and parameter: the rank (NaN when the fit failed),
-    with the fit's wall time.
+    One row per method, replication and test quantity: the rank (NaN when the fit failed),
+    with the fit's wall time and CPU time (this process and CmdStan's).
     """
     from cmdstanpy import write_stan_json
 
     from gmmpipe.cmdstan import load_model
 
     model_spec, d, kept = sbc["model"], int(sbc["d"]), int(sbc["draws"])
+    reps = list(range(int(sbc["replications"])) if replications is None else replications)
     model = load_model(exe_file)
     rows: list[dict[str, Any]] = []
-    for rep in range(int(sbc["replications"])):
-        rng = np.random.default_rng([int(sbc["seed"]), rep])
-        truth = draw_prior(rng, model_spec, d)
-        data = simulate_data(rng, truth, int(sbc["n"]))
+    for done, rep in enumerate(reps, start=1):
+        truth, data = replication(sbc, rep)
         with tempfile.TemporaryDirectory(prefix="gmm-sbc-") as scratch:
             data_file = Path(scratch) / "data.json"
             write_stan_json(str(data_file), stan_data(data, model_spec))
             for name, spec in methods.items():
                 out = Path(scratch) / name
                 out.mkdir()
-                seed = derived_seed(int(sbc["seed"]), "sbc", name, str(rep))
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), _cpu_seconds()
                 try:
-                    post = _fit(model, spec, data_file, seed, out, model_spec, d)
-                    result: Mapping[str, float] = ranks(truth, post, kept)
+                    post = _fit(
+                        model, spec, data_file, replication_seed(sbc, name, rep), out, model_spec, d
+                    )
+                    result: Mapping[str, float] = ranks(truth, post, kept, data.y)
                 except (RuntimeError, ValueError) as err:
                     logger.warning("replication %d, %s failed: %s", rep, name, err)
-                    result = dict.fromkeys(flatten({n: v[None] for n, v in truth.items()}), np.nan)
-                wall = time.perf_counter() - start
+                    names = ranked_quantities({n: v[None] for n, v in truth.items()}, data.y)
+                    result = dict.fromkeys(names, np.nan)
+                wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
                 rows += [
-                    {"method": name, "replication": rep, "parameter": p, "rank": r, "wall_s": wall}
+                    dict(zip(RANK_COLUMNS, (name, rep, p, r, wall, cpu), strict=True))
                     for p, r in result.items()
                 ]
-        logger.info("SBC replication %d of %d done", rep + 1, sbc["replications"])
-    return pd.DataFrame(rows)
+        logger.info("SBC replication %d done (%d of %d)", rep, done, len(reps))
+    return pd.DataFrame(rows, columns=RANK_COLUMNS)
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished child processes (CmdStan)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def check_sbc_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Check the validated ``sbc`` config; return the specs of the methods it names.
+    """Check the validated ``sbc`` config; return the specs of the methods it names, with
+    their ``sbc.method_settings`` applied.
 
     Raises
     ------
     ConfigError
-        When a method is unknown or neither NUTS nor ADVI, or `bins` does not divide
-        `draws` + 1.
+        When a method is unknown or neither NUTS nor ADVI, `bins` does not divide
+        `draws` + 1, or `method_settings` names a method not calibrated or a setting its
+        algorithm does not have (or a bad value for it).
     """
     sbc = config["sbc"]
     if (sbc["draws"] + 1) % sbc["bins"]:
@@ -341,7 +439,35 @@ def check_sbc_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         out[name] = dict(spec)
         if spec.get("init"):
             out[name]["init_method"] = dict(config["methods"][spec["init"]])
+    for name, settings in sbc.get("method_settings", {}).items():
+        if name not in out:
+            raise ConfigError(
+                f"config: 'sbc.method_settings' names {name!r}, which is not in 'sbc.methods' "
+                f"({list(sbc['methods'])})"
+            )
+        out[name].update(_checked_settings(name, out[name]["algorithm"], settings))
     return out
+
+
+def _checked_settings(name: str, algorithm: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`settings` of method `name`, checked against its algorithm's schema."""
+    import jsonschema
+
+    from gmmpipe.config import load_schema
+
+    if "algorithm" in settings or "init" in settings:
+        raise ConfigError(
+            f"config: 'sbc.method_settings.{name}' may not change 'algorithm' or 'init'"
+        )
+    definitions = load_schema()["$defs"]
+    validator = jsonschema.Draft202012Validator(
+        {"$defs": definitions, "$ref": f"#/$defs/{algorithm}"}
+    )
+    error = jsonschema.exceptions.best_match(validator.iter_errors(dict(settings)))
+    if error is not None:
+        where = ".".join(["sbc", "method_settings", name, *map(str, error.absolute_path)])
+        raise ConfigError(f"config: '{where}' ({algorithm}): {error.message}")
+    return dict(settings)
 
 
 def plot_rank_histograms(table: pd.DataFrame, method: str, kept: int, bins: int) -> Any:

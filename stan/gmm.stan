@@ -77,11 +77,12 @@ data {
   matrix[N, D] y;
   int<lower=0, upper=2> covariance; // 0 identity, 1 diagonal, 2 full
   int<lower=0, upper=1> order_means; // 1: mu[1, 1] < ... < mu[K, 1]
-  real<lower=0> mu_sd;
+  vector[D] mu_location; // mu[k, j] ~ normal(mu_location[j], mu_sd[j])
+  vector<lower=0>[D] mu_sd;
   real<lower=0> alpha;
   int<lower=0, upper=1> sigma_prior; // 0: lognormal, 1: normal truncated at 0
-  real sigma_location;
-  real<lower=0> sigma_scale;
+  vector[D] sigma_location; // sigma[k, j] ~ lognormal/normal(sigma_location[j], sigma_scale[j])
+  vector<lower=0>[D] sigma_scale;
   real<lower=0> lkj_eta;
   int<lower=0> grainsize; // 0: evaluate the likelihood without reduce_sum
   int<lower=0, upper=1> membership; // 1: per-point log_lik and membership probabilities
@@ -104,12 +105,19 @@ transformed data {
   }
   row_vector[P] x_sum = rep_row_vector(1, N) * x;
   array[N] int n_idx = linspaced_int_array(N, 1, N);
+  // the priors' parameters for every entry of to_vector(mu) and to_vector(sigma)
+  int K_sigma = covariance > 0 ? K : 0;
+  vector[K * D] mu_loc = to_vector(rep_matrix(mu_location', K));
+  vector[K * D] mu_scale = to_vector(rep_matrix(mu_sd', K));
+  vector[K_sigma * D] sigma_loc = to_vector(rep_matrix(sigma_location',
+                                                       K_sigma));
+  vector[K_sigma * D] sigma_sc = to_vector(rep_matrix(sigma_scale', K_sigma));
 }
 parameters {
   ordered[order_means ? K : 0] mu_first; // first coordinates of the means, when ordered
   matrix[K, D - order_means] mu_free; // the other coordinates (all when not ordered)
   vector[K - 1] phi; // log theta_k - log theta_1, k = 2..K
-  matrix<lower=0>[covariance > 0 ? K : 0, D] sigma; // row k: scales of component k
+  matrix<lower=0>[K_sigma, D] sigma; // row k: scales of component k
   array[covariance == 2 ? K : 0] cholesky_factor_corr[D] L_Omega;
 }
 transformed parameters {
@@ -123,13 +131,13 @@ model {
                                                 covariance);
   vector[K] a = log_theta + coef[ : , 1];
   matrix[K, P] beta = coef[ : , 2 : (1 + P)];
-  to_vector(mu) ~ normal(0, mu_sd);
+  to_vector(mu) ~ normal(mu_loc, mu_scale);
   // theta ~ dirichlet(alpha) on the scale of phi: the softmax's Jacobian is prod_k theta_k
   target += alpha * sum(log_theta);
   if (sigma_prior == 0) {
-    to_vector(sigma) ~ lognormal(sigma_location, sigma_scale);
+    to_vector(sigma) ~ lognormal(sigma_loc, sigma_sc);
   } else {
-    to_vector(sigma) ~ normal(sigma_location, sigma_scale);
+    to_vector(sigma) ~ normal(sigma_loc, sigma_sc);
   }
   for (k in 1 : size(L_Omega)) {
     L_Omega[k] ~ lkj_corr_cholesky(lkj_eta);

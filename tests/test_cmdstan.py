@@ -79,7 +79,8 @@ def config():
 
 
 def _reference_log_density(y, params, model):
-    """The model written the plain way: per-observation log_sum_exp, full normalizing constants."""
+    """The model written the plain way: per-observation log_sum_exp, full normalizing constants;
+    `model` is the program's data (per-coordinate prior vectors)."""
     mu, theta = params["mu"], params["theta"]
     k, d = mu.shape
     cov = _covariances(params, k, d)
@@ -87,7 +88,7 @@ def _reference_log_density(y, params, model):
         [multivariate_normal.logpdf(y, mu[j], cov[j]).reshape(len(y)) for j in range(k)], axis=1
     )
     log_lik = logsumexp(comp + np.log(theta), axis=1).sum()
-    prior = norm.logpdf(mu, 0, model["mu_sd"]).sum()
+    prior = norm.logpdf(mu, model["mu_location"], model["mu_sd"]).sum()
     alpha = model["alpha"]
     if k > 1:
         prior += gammaln(alpha * k) - k * gammaln(alpha) + ((alpha - 1) * np.log(theta)).sum()
@@ -95,7 +96,7 @@ def _reference_log_density(y, params, model):
         prior += np.log(theta).sum()
     if "sigma" in params:
         loc, scale = model["sigma_location"], model["sigma_scale"]
-        if model["sigma_prior"] == "lognormal":
+        if model["sigma_prior"] == 0:  # lognormal
             prior += lognorm.logpdf(params["sigma"], s=scale, scale=np.exp(loc)).sum()
         else:
             prior += norm.logpdf(params["sigma"], loc, scale).sum()
@@ -169,7 +170,8 @@ def test_log_density_equals_plain_log_sum_exp(gmm_exe, covariance, k, d, grainsi
     data = simulate_mixture(40, rng.normal(size=(k, d)).tolist(), (np.ones(k) / k).tolist(), seed=1)
     model_spec = {
         "K": k,
-        "mu_sd": 1.5,
+        "mu_location": np.linspace(-0.5, 0.5, d).tolist(),  # per coordinate
+        "mu_sd": np.linspace(1.5, 2.5, d).tolist(),
         "alpha": 0.7,
         "grainsize": grainsize,
         "covariance": covariance,
@@ -180,12 +182,13 @@ def test_log_density_equals_plain_log_sum_exp(gmm_exe, covariance, k, d, grainsi
         "lkj_eta": 1.7,
     }
     model = load_model(gmm_exe)
+    inputs = stan_data(data, model_spec)
     stan_lp, ref_lp = [], []
     for _ in range(4):
         params, stan_params = _random_parameters(rng, k, d, covariance, ordered)
-        out = model.log_prob(stan_params, stan_data(data, model_spec), jacobian=False, sig_figs=18)
+        out = model.log_prob(stan_params, inputs, jacobian=False, sig_figs=18)
         stan_lp.append(float(out["lp__"].iloc[0]))
-        ref_lp.append(_reference_log_density(data.y, params, model_spec))
+        ref_lp.append(_reference_log_density(data.y, params, inputs))
     np.testing.assert_allclose(np.diff(stan_lp), np.diff(ref_lp), rtol=1e-8, atol=1e-6)
 
 

@@ -125,6 +125,7 @@ FIGURE_NEEDS = {
     "posterior_means": [ALGORITHMS],
     "marginals": [("nuts",), VI],
     "density": [("nuts",)],
+    "ppc": [("nuts",)],
 }
 TABLES = "results/tables/{dataset}"
 FIGURE = "results/figures/{dataset}/{name}.png"

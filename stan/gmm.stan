@@ -17,6 +17,10 @@
 // Stan evaluates with analytic gradients: one autodiff node for all N observations. For K = 2
 // that term is sum_n log1p_exp(eta[n, 2] - eta[n, 1]), evaluated by log1p_exp_glm, which is
 // C++ in stan/user_header.hpp (CmdStan's user header) for exp and log that vectorize.
+// Priors, per coordinate j (values from the data's scale or fixed: gmmpipe.priors):
+//   mu[k, j] ~ normal(mu_location[j], mu_sd[j]), theta ~ dirichlet(alpha),
+//   sigma[k, j] ~ lognormal or normal+(sigma_location[j], sigma_scale[j]),
+//   Omega_k ~ lkj_corr(lkj_eta), times exp(-tr(diag(psi) Sigma_k^-1) / 2).
 functions {
   // sum_n log1p_exp(alpha + x[n] * beta) = -bernoulli_logit_glm_lpmf(0 | x, alpha, beta)
   real log1p_exp_glm(matrix x, real alpha, vector beta);
@@ -83,6 +87,7 @@ data {
   int<lower=0, upper=1> sigma_prior; // 0: lognormal, 1: normal truncated at 0
   vector[D] sigma_location; // sigma[k, j] ~ lognormal/normal(sigma_location[j], sigma_scale[j])
   vector<lower=0>[D] sigma_scale;
+  vector<lower=0>[D] psi; // exp(-tr(diag(psi) Sigma_k^-1) / 2): Sigma_k kept from singular
   real<lower=0> lkj_eta;
   int<lower=0> grainsize; // 0: evaluate the likelihood without reduce_sum
   int<lower=0, upper=1> membership; // 1: per-point log_lik and membership probabilities
@@ -91,12 +96,15 @@ transformed data {
   int P = covariance == 0 ? D
           : (covariance == 1 ? 2 * D : D + (D * (D + 1)) %/% 2);
   matrix[N, P] x; // features: log N(y_n | mu_k, Sigma_k) is linear in x_n
+  array[covariance > 0 ? D : 0] int x_square; // the columns y_j^2 of x
   x[ : , 1 : D] = y;
   if (covariance == 1) {
     x[ : , (D + 1) : P] = square(y);
+    x_square = linspaced_int_array(D, D + 1, P);
   } else if (covariance == 2) {
     int p = D;
     for (i in 1 : D) {
+      x_square[i] = p + 1;
       for (j in i : D) {
         p += 1;
         x[ : , p] = y[ : , i] .* y[ : , j];
@@ -141,6 +149,11 @@ model {
   }
   for (k in 1 : size(L_Omega)) {
     L_Omega[k] ~ lkj_corr_cholesky(lkj_eta);
+  }
+  if (covariance > 0) {
+    // exp(-tr(diag(psi) Lambda_k) / 2), as in an inverse-Wishart prior:
+    // beta[k, x_square] = -diag(Lambda_k) / 2
+    target += sum(beta[ : , x_square] * psi);
   }
   target += N * a[1] + x_sum * beta[1]';
   if (grainsize == 0) {

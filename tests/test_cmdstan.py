@@ -100,6 +100,8 @@ def _reference_log_density(y, params, model):
             prior += lognorm.logpdf(params["sigma"], s=scale, scale=np.exp(loc)).sum()
         else:
             prior += norm.logpdf(params["sigma"], loc, scale).sum()
+    if "sigma" in params:  # exp(-tr(diag(psi) Sigma_k^-1) / 2)
+        prior -= 0.5 * (np.diagonal(np.linalg.inv(cov), axis1=1, axis2=2) * model["psi"]).sum()
     if "L_Omega" in params:  # lkj_corr_cholesky: sum_i (D - i + 2 eta - 2) log L_ii, i >= 2
         powers = d - np.arange(2, d + 1) + 2 * model["lkj_eta"] - 2
         diag = np.log(np.diagonal(params["L_Omega"], axis1=1, axis2=2))[:, 1:]
@@ -179,6 +181,7 @@ def test_log_density_equals_plain_log_sum_exp(gmm_exe, covariance, k, d, grainsi
         "sigma_prior": "half_normal" if k == 3 else "lognormal",
         "sigma_location": 0.2,
         "sigma_scale": 0.8,
+        "psi": np.linspace(0.3, 0.6, d).tolist(),
         "lkj_eta": 1.7,
     }
     model = load_model(gmm_exe)

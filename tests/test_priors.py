@@ -31,6 +31,7 @@ def test_seed_datasets_keep_the_notebooks_priors(root):
         np.testing.assert_array_equal(data["mu_sd"], [SEED_PRIORS["mu_sd"][name]] * 2)
         np.testing.assert_array_equal(data["sigma_location"], [0.0, 0.0])
         np.testing.assert_array_equal(data["sigma_scale"], [0.5, 0.5])
+        np.testing.assert_array_equal(data["psi"], [0.0, 0.0])  # no such term before
 
 
 def test_data_rule_is_on_the_data_scale():
@@ -39,13 +40,15 @@ def test_data_rule_is_on_the_data_scale():
     priors = resolve_priors(y, {"K": 3, "priors": "data"})
     mean, sd = y.mean(axis=0), y.std(axis=0, ddof=1)
     np.testing.assert_allclose(priors["mu_location"], mean)
-    np.testing.assert_allclose(priors["mu_sd"], 2 * sd)
+    np.testing.assert_allclose(priors["mu_sd"], sd)
     np.testing.assert_allclose(priors["sigma_location"], np.log(sd / 2))
     assert priors["sigma_scale"] == [1.0, 1.0] and priors["alpha"] == 1.0
     half = resolve_priors(y, {"K": 3, "priors": "data", "sigma_prior": "half_normal"})
     np.testing.assert_allclose(half["sigma_scale"], sd)
     assert half["sigma_location"] == [0.0, 0.0]
-    assert "normal(" in describe(priors, "full")[0] and len(describe(priors, "full")) == 3
+    np.testing.assert_allclose(priors["psi"], sd**2 / 3)  # s_j^2 / K^(2 / D)
+    assert "normal(" in describe(priors, "full")[0] and len(describe(priors, "full")) == 4
+    assert len(describe(priors, "identity")) == 2
 
 
 def test_explicit_keys_win_over_the_rule():
@@ -53,7 +56,7 @@ def test_explicit_keys_win_over_the_rule():
     priors = resolve_priors(y, {"K": 2, "priors": "data", "mu_location": [1, 2], "alpha": 0.5})
     assert priors["mu_location"] == [1.0, 2.0] and priors["alpha"] == 0.5
     assert priors["given"] == ["mu_location", "alpha"]
-    np.testing.assert_allclose(priors["mu_sd"], 2 * y.std(axis=0, ddof=1))
+    np.testing.assert_allclose(priors["mu_sd"], y.std(axis=0, ddof=1))
     fixed = resolve_priors(y, {"K": 2})  # raw specs (tests, benchmarks): the fixed rule
     assert fixed["mu_sd"] == [1.0, 1.0] and fixed["alpha"] == 0.1
 

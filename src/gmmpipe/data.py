@@ -298,6 +298,7 @@ def stan_data(
         "sigma_prior": SIGMA_PRIORS.index(priors["sigma_prior"]),
         "sigma_location": np.asarray(priors["sigma_location"], dtype=float),
         "sigma_scale": np.asarray(priors["sigma_scale"], dtype=float),
+        "psi": np.asarray(priors["psi"], dtype=float),
         "lkj_eta": float(priors["lkj_eta"]),
         "grainsize": int(model.get("grainsize", 0)),
         "membership": int(bool(model.get("membership", False))),

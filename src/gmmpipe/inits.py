@@ -8,7 +8,7 @@ Strategy (recorded in every fit that uses it as ``starts.strategy``):
    weight and per-coordinate scales.
 2. CmdStan's L-BFGS optimizer runs from each point (the posterior mode on the weights' log-odds
    scale, as the ``optimize`` method). The optima are matched to the best one's labelling and
-   merged when their means agree to 1% of the data's sd; each distinct optimum is recorded with
+   merged when their means agree to 5% of the data's sd; each distinct optimum is recorded with
    its log density and how many starts reached it.
 3. The ``optimize`` method reports the best optimum; NUTS chain c starts at the best optimum
    jittered by about one posterior sd (mu by sigma_k / sqrt(N theta_k), the weights' log-odds by
@@ -43,7 +43,7 @@ STRATEGY = (
 )
 _KMEANS_ROWS = 2000
 _LLOYD_ITERATIONS = 5
-_SAME_OPTIMUM = 0.01  # means within this many data sds: the same optimum
+_SAME_OPTIMUM = 0.05  # means within this many data sds: the same optimum
 
 
 def inits_from(posterior: str | Path | None) -> dict[str, Any] | None:

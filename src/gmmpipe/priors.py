@@ -7,11 +7,16 @@ by the dataset's rule, ``model.priors``:
 ``fixed``
     The seed notebook's values: mu_kj ~ normal(0, 1), theta ~ dirichlet(0.1), and for
     diagonal and full covariance sigma_kj ~ lognormal(0, 0.5) (or normal(0, 0.5) truncated at 0).
-    The default for ``generator: seed_notebook``, whose data are standardized by construction.
+    No psi term. The default for ``generator: seed_notebook``, whose data are standardized by
+    construction.
 ``data``
     Weakly informative on the data's scale, from the per-column mean m_j and sd s_j:
-    mu_kj ~ normal(m_j, 2 s_j); sigma_kj ~ lognormal(log(s_j / 2), 1) (or normal(0, s_j)
-    truncated at 0); theta ~ dirichlet(1). The default for user files and simulated mixtures.
+    mu_kj ~ normal(m_j, s_j); sigma_kj ~ lognormal(log(s_j / 2), 1) (or normal(0, s_j)
+    truncated at 0); theta ~ dirichlet(1); and for diagonal and full covariance a factor
+    exp(-tr(Psi Sigma_k^-1) / 2) with Psi = diag(s_j^2) / K^(2 / D), the exp term of Fraley and
+    Raftery's (2007) inverse-Wishart prior, which keeps a component from collapsing onto a few
+    (e.g. rounded, repeated or collinear) points, where the likelihood is unbounded. The default
+    for user files and simulated mixtures.
 
 The likelihood is unchanged, so every result stays on the data's scale.
 """
@@ -27,14 +32,21 @@ from gmmpipe.errors import ConfigError, DataError
 
 RULES = ("fixed", "data")
 #: The values of the ``fixed`` rule (the seed notebook's priors and the old schema defaults).
-FIXED = {"mu_location": 0.0, "mu_sd": 1.0, "alpha": 0.1, "sigma_location": 0.0, "sigma_scale": 0.5}
+FIXED = {
+    "mu_location": 0.0,
+    "mu_sd": 1.0,
+    "alpha": 0.1,
+    "sigma_location": 0.0,
+    "sigma_scale": 0.5,
+    "psi": 0.0,
+}
 PRIOR_KEYS = tuple(FIXED)
 #: Constants of the ``data`` rule (see the module docstring and docs/issue-17.md).
-MU_SD_PER_SD = 2.0  # prior sd of a component mean, in data sds
+MU_SD_PER_SD = 1.0  # prior sd of a component mean, in data sds
 SIGMA_MEDIAN_PER_SD = 0.5  # prior median of a component scale, in data sds (lognormal)
 SIGMA_LOG_SD = 1.0  # prior sd of log sigma (lognormal)
 DATA_ALPHA = 1.0  # uniform on the simplex: no pull towards empty components
-_VECTOR_KEYS = ("mu_location", "mu_sd", "sigma_location", "sigma_scale")
+_VECTOR_KEYS = ("mu_location", "mu_sd", "sigma_location", "sigma_scale", "psi")
 
 
 def is_seed_notebook(dataset_spec: Mapping[str, Any]) -> bool:
@@ -121,7 +133,13 @@ def resolve_priors(y: np.ndarray, model: Mapping[str, Any]) -> dict[str, Any]:
                 "the data-scale priors need it; give the model's priors explicitly or set "
                 "'priors: fixed'"
             )
-        values.update(mu_location=mean, mu_sd=MU_SD_PER_SD * sd, alpha=DATA_ALPHA)
+        k = int(model["K"])
+        values.update(
+            mu_location=mean,
+            mu_sd=MU_SD_PER_SD * sd,
+            alpha=DATA_ALPHA,
+            psi=sd**2 / k ** (2 / d),  # Fraley and Raftery (2007)
+        )
         if sigma_prior == "lognormal":
             values.update(sigma_location=np.log(SIGMA_MEDIAN_PER_SD * sd), sigma_scale=SIGMA_LOG_SD)
         else:
@@ -150,6 +168,8 @@ def describe(priors: Mapping[str, Any], covariance: str) -> list[str]:
         lines.append(
             f"sigma[k, j] ~ {dist}({fmt(priors['sigma_location'])}, {fmt(priors['sigma_scale'])})"
         )
+        if any(priors["psi"]):
+            lines.append(f"p(Sigma_k) * exp(-tr(diag({fmt(priors['psi'])}) Sigma_k^-1) / 2)")
     return lines
 
 

@@ -61,7 +61,7 @@ def test_posterior_predictive_check_passes_a_right_model_and_fails_wrong_ones():
     right = posterior_predictive(
         y, _posterior([[1, 300], [4, 600]], [[0.5, 40]] * 2, [0.3, 0.7]), seed=1
     )
-    assert ppc_check(right, THRESHOLDS)["passed"], right["ks_p"]
+    assert ppc_check(right, THRESHOLDS)["passed"], right["ks_z"]
     assert {r["statistic"] for r in right["summaries"]} == {"mean", "sd", "q05", "q50", "q95"}
     assert right["pit"].shape == (600, 2) and 0.4 < right["pit"].mean() < 0.6
     # means pinned near 0 on the column in the hundreds ("converged but wrong")

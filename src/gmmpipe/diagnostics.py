@@ -92,16 +92,16 @@ def component_checks(draws: Draws, y: np.ndarray, thresholds: Mapping[str, Any])
 
 
 def ppc_check(ppc: Mapping[str, Any], thresholds: Mapping[str, Any]) -> dict[str, Any]:
-    """The posterior predictive check (:mod:`gmmpipe.ppc`): the smallest per-coordinate
-    p-value of the distance between the data and the model's marginal."""
-    p = np.asarray(ppc["ks_p"], dtype=float)
-    limit = thresholds["ppc_p_min"]
+    """The posterior predictive check (:mod:`gmmpipe.ppc`): the largest per-coordinate excess of
+    the data's distance from the model's marginal over replicated data's, in their sds."""
+    z, p = np.asarray(ppc["ks_z"], dtype=float), np.asarray(ppc["ks_p"], dtype=float)
+    limit = thresholds["ppc_z_max"]
     detail = "; ".join(
-        f"coordinate {j + 1}: the observed data are farther from the model than all but "
-        f"{p[j]:.3g} of {ppc['draws']} replicated datasets"
-        for j in np.flatnonzero(p < limit)
+        f"coordinate {j + 1}: the data are {z[j]:.3g} sd farther from the model's marginal than "
+        f"replicated data (p = {p[j]:.3g} over {ppc['draws']} draws)"
+        for j in np.flatnonzero(z > limit)
     )
-    return _check("ppc_p_min", p.min(), limit, not detail, detail)
+    return _check("ppc_z_max", z.max(), limit, not detail, detail)
 
 
 #: Defaults of the thresholds added with the mode, component and predictive checks (as in
@@ -110,7 +110,7 @@ THRESHOLDS = {
     "mode_shift_max": 1.0,
     "component_points_min": 5.0,
     "mean_distance_max": 1.0,
-    "ppc_p_min": 0.005,
+    "ppc_z_max": 5.0,
 }
 
 

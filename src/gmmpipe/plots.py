@@ -680,6 +680,15 @@ FIGURES: dict[str, Builder] = {
         y,
         {m: {v: f.posterior[v].values for v in f.posterior.data_vars} for m, f in fits.items()},
         {m: int(f.info["seed"]) for m, f in fits.items()},
+        next(
+            (
+                c["threshold"]
+                for f in fits.values()
+                for c in f.diagnostics.get("checks", [])
+                if c["name"] == "ppc_z_max"
+            ),
+            5.0,
+        ),
     ),
     "trace": lambda y, fits, truth, mp: plot_nuts_trace(next(iter(fits.values()))),
     "rank": lambda y, fits, truth, mp: plot_nuts_rank(next(iter(fits.values()))),

@@ -17,8 +17,9 @@ covariance model: y_j ~ sum_k theta_k normal(mu_kj, sigma_kj) (sigma_kj = 1 for 
   rather than exactly, as the observation is also in the fit; LOO-PIT would need every point's
   log-likelihood draws, which is too heavy at N = 1e5).
 
-Draws are thinned to at most 200 and the observations subsampled to at most 5 000 rows for the
-distances and PIT (the summaries use every row); every random choice derives from `seed`.
+Draws are thinned to at most 200 and the observations subsampled (the replicates have the
+subsample's size) to at most 5 000 rows for the distances and PIT and 20 000 rows for the
+summaries; every random choice derives from `seed`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from scipy.special import ndtr
 
 MAX_DRAWS = 200
 MAX_ROWS = 5000
+MAX_SUMMARY_ROWS = 20_000
 STATISTICS = ("mean", "sd", "q05", "q50", "q95")
 
 
@@ -57,7 +59,8 @@ def replicate(draws: Mapping[str, np.ndarray], n: int, rng: np.random.Generator)
     s, k, d = mu.shape
     out = np.empty((s, d, n))
     for i in range(s):
-        z = rng.choice(k, size=n, p=theta[i] / theta[i].sum())
+        cumulative = np.cumsum(theta[i]) / theta[i].sum()
+        z = np.minimum(np.searchsorted(cumulative, rng.random(n), side="right"), k - 1)
         out[i] = (mu[i][z] + sigma[i][z] * rng.standard_normal((n, d))).T
     return out
 
@@ -90,11 +93,12 @@ def posterior_predictive(
     n, d = y.shape
     draws = thinned(posterior)
     s = len(draws["mu"])
-    observed = _statistics(y.T)  # (stat, D)
+    big = y[rng.choice(n, size=MAX_SUMMARY_ROWS, replace=False)] if n > MAX_SUMMARY_ROWS else y
+    observed = _statistics(big.T)  # (stat, D)
     rep_stats = np.empty((s, len(STATISTICS), d))
     for i in range(s):  # one draw at a time: S x N x D at once is too much at N = 1e5
         one = {name: value[i : i + 1] for name, value in draws.items()}
-        rep_stats[i] = _statistics(replicate(one, n, rng)[0])
+        rep_stats[i] = _statistics(replicate(one, len(big), rng)[0])
     rows = n if n <= MAX_ROWS else MAX_ROWS
     sub = y[rng.choice(n, size=rows, replace=False)] if n > MAX_ROWS else y
     sub_sorted = np.sort(sub, axis=0).T  # (D, rows)

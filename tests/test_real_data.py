@@ -88,15 +88,22 @@ def test_old_faithful_converges_without_degenerate_components(gmm_exe, tmp_path)
     assert len(info["starts"]["chain_inits"]) == 4 and info["priors"]["rule"] == "data"
 
 
-def test_iris_converges_and_matches_the_species_like_sklearn(gmm_exe, tmp_path):
+IRIS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def test_iris_converges(gmm_exe, tmp_path):
+    _, checks, _, _ = _fit(gmm_exe, DATA / "iris.csv", IRIS, "nuts", tmp_path)
+    _assert_converged(checks)
+
+
+def test_iris_map_matches_the_species_like_sklearn(gmm_exe, tmp_path):
+    """Adjusted Rand index of the MAP's clusters within 0.05 of scikit-learn's GaussianMixture
+    (measured: 0.9038 and 0.9039)."""
     sklearn = pytest.importorskip("sklearn")
     from sklearn.metrics import adjusted_rand_score
     from sklearn.mixture import GaussianMixture
 
-    columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-    _, checks, _, _ = _fit(gmm_exe, DATA / "iris.csv", columns, "nuts", tmp_path)
-    _assert_converged(checks)
-    dataset, checks, info, outputs = _fit(gmm_exe, DATA / "iris.csv", columns, "map", tmp_path)
+    dataset, checks, info, outputs = _fit(gmm_exe, DATA / "iris.csv", IRIS, "map", tmp_path)
     assert checks["converged"]["passed"] and info["starts"]["n_starts"] == 8
     species = pd.read_csv(DATA / "iris.csv")["species"].to_numpy()
     ours = adjusted_rand_score(species, _map_labels(dataset.y, outputs))
@@ -130,10 +137,7 @@ def test_the_old_defaults_converged_but_wrong_answers_are_flagged(gmm_exe, tmp_p
     """The seed's priors and identity covariance (mu ~ N(0, 1), alpha 0.1) on unstandardized
     data gave confident wrong answers; the gate now fails them by name."""
     if name == "iris":
-        path, columns = (
-            DATA / "iris.csv",
-            ["sepal_length", "sepal_width", "petal_length", "petal_width"],
-        )
+        path, columns = DATA / "iris.csv", IRIS
     else:
         rng = np.random.default_rng(3)
         y = np.column_stack([rng.normal(0, 1, 300), rng.normal(500, 100, 300)])

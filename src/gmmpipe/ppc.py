@@ -181,13 +181,14 @@ def plot_ppc(
                 ax.plot(centers, counts, color="tab:blue", alpha=0.15, linewidth=0.8)
             counts, _ = np.histogram(observed[:, j], bins=bins, density=True)
             ax.plot(centers, counts, color="black", linewidth=1.8, drawstyle="steps-mid")
+            ax.set_xlabel(f"x{j + 1}: data (black), replicated (blue)")
             p, z = result["ks_p"][j], result["ks_z"][j]
             color = "red" if z > z_max else "black"
             ax.set_title(f"{method}: x{j + 1}, KS p = {p:.3g}, z = {z:.2g}", color=color)
             pit_ax.hist(result["pit"][:, j], bins=20, range=(0, 1), density=True, color="0.6")
             pit_ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
             pit_ax.set_xlabel(f"PIT of x{j + 1}")
-        axes[2 * row, 0].set_ylabel("density: data (black), replicated (blue)")
-        axes[2 * row + 1, 0].set_ylabel("PIT density (flat = calibrated)")
+        axes[2 * row, 0].set_ylabel("density")
+        axes[2 * row + 1, 0].set_ylabel("PIT density")
     fig.tight_layout()
     return fig

@@ -23,7 +23,8 @@ import yaml
 from gmmpipe.cmdstan import compile_model
 from gmmpipe.config import derived_seed, validate_config
 from gmmpipe.data import simulate
-from gmmpipe.fit import fit_dataset, fit_paths, inits_from
+from gmmpipe.fit import fit_dataset, fit_paths
+from gmmpipe.inits import inits_from
 from gmmpipe.io import atomic_path, read_json
 
 matplotlib.use("Agg")

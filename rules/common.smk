@@ -149,6 +149,7 @@ FIGURE_NEEDS = {
     "posterior_means": [ALGORITHMS],
     "marginals": [("nuts",), VI],
     "density": [("nuts",)],
+    "ppc": [("nuts",)],
 }
 TABLES = "results/tables/{dataset}"
 # One folder of figures per dataset: <name>.png for every name of figure_names(dataset).

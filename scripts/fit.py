@@ -1,7 +1,8 @@
 """Snakemake adapter: fit one dataset with one method through CmdStan."""
 
 from gmmpipe.data import load_dataset
-from gmmpipe.fit import fit_dataset, inits_from
+from gmmpipe.fit import fit_dataset
+from gmmpipe.inits import inits_from
 from gmmpipe.workflow import log_to
 
 log_to(snakemake.log[0])

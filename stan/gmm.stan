@@ -17,6 +17,10 @@
 // Stan evaluates with analytic gradients: one autodiff node for all N observations. For K = 2
 // that term is sum_n log1p_exp(eta[n, 2] - eta[n, 1]), evaluated by log1p_exp_glm, which is
 // C++ in stan/user_header.hpp (CmdStan's user header) for exp and log that vectorize.
+// Priors, per coordinate j (values from the data's scale or fixed: gmmpipe.priors):
+//   mu[k, j] ~ normal(mu_location[j], mu_sd[j]), theta ~ dirichlet(alpha),
+//   sigma[k, j] ~ lognormal or normal+(sigma_location[j], sigma_scale[j]),
+//   Omega_k ~ lkj_corr(lkj_eta), times exp(-tr(diag(psi) Sigma_k^-1) / 2).
 functions {
   // sum_n log1p_exp(alpha + x[n] * beta) = -bernoulli_logit_glm_lpmf(0 | x, alpha, beta)
   real log1p_exp_glm(matrix x, real alpha, vector beta);
@@ -77,11 +81,13 @@ data {
   matrix[N, D] y;
   int<lower=0, upper=2> covariance; // 0 identity, 1 diagonal, 2 full
   int<lower=0, upper=1> order_means; // 1: mu[1, 1] < ... < mu[K, 1]
-  real<lower=0> mu_sd;
+  vector[D] mu_location; // mu[k, j] ~ normal(mu_location[j], mu_sd[j])
+  vector<lower=0>[D] mu_sd;
   real<lower=0> alpha;
   int<lower=0, upper=1> sigma_prior; // 0: lognormal, 1: normal truncated at 0
-  real sigma_location;
-  real<lower=0> sigma_scale;
+  vector[D] sigma_location; // sigma[k, j] ~ lognormal/normal(sigma_location[j], sigma_scale[j])
+  vector<lower=0>[D] sigma_scale;
+  vector<lower=0>[D] psi; // exp(-tr(diag(psi) Sigma_k^-1) / 2): Sigma_k kept from singular
   real<lower=0> lkj_eta;
   int<lower=0> grainsize; // 0: evaluate the likelihood without reduce_sum
   int<lower=0, upper=1> membership; // 1: per-point log_lik and membership probabilities
@@ -90,12 +96,15 @@ transformed data {
   int P = covariance == 0 ? D
           : (covariance == 1 ? 2 * D : D + (D * (D + 1)) %/% 2);
   matrix[N, P] x; // features: log N(y_n | mu_k, Sigma_k) is linear in x_n
+  array[covariance > 0 ? D : 0] int x_square; // the columns y_j^2 of x
   x[ : , 1 : D] = y;
   if (covariance == 1) {
     x[ : , (D + 1) : P] = square(y);
+    x_square = linspaced_int_array(D, D + 1, P);
   } else if (covariance == 2) {
     int p = D;
     for (i in 1 : D) {
+      x_square[i] = p + 1;
       for (j in i : D) {
         p += 1;
         x[ : , p] = y[ : , i] .* y[ : , j];
@@ -104,12 +113,19 @@ transformed data {
   }
   row_vector[P] x_sum = rep_row_vector(1, N) * x;
   array[N] int n_idx = linspaced_int_array(N, 1, N);
+  // the priors' parameters for every entry of to_vector(mu) and to_vector(sigma)
+  int K_sigma = covariance > 0 ? K : 0;
+  vector[K * D] mu_loc = to_vector(rep_matrix(mu_location', K));
+  vector[K * D] mu_scale = to_vector(rep_matrix(mu_sd', K));
+  vector[K_sigma * D] sigma_loc = to_vector(rep_matrix(sigma_location',
+                                                       K_sigma));
+  vector[K_sigma * D] sigma_sc = to_vector(rep_matrix(sigma_scale', K_sigma));
 }
 parameters {
   ordered[order_means ? K : 0] mu_first; // first coordinates of the means, when ordered
   matrix[K, D - order_means] mu_free; // the other coordinates (all when not ordered)
   vector[K - 1] phi; // log theta_k - log theta_1, k = 2..K
-  matrix<lower=0>[covariance > 0 ? K : 0, D] sigma; // row k: scales of component k
+  matrix<lower=0>[K_sigma, D] sigma; // row k: scales of component k
   array[covariance == 2 ? K : 0] cholesky_factor_corr[D] L_Omega;
 }
 transformed parameters {
@@ -123,16 +139,21 @@ model {
                                                 covariance);
   vector[K] a = log_theta + coef[ : , 1];
   matrix[K, P] beta = coef[ : , 2 : (1 + P)];
-  to_vector(mu) ~ normal(0, mu_sd);
+  to_vector(mu) ~ normal(mu_loc, mu_scale);
   // theta ~ dirichlet(alpha) on the scale of phi: the softmax's Jacobian is prod_k theta_k
   target += alpha * sum(log_theta);
   if (sigma_prior == 0) {
-    to_vector(sigma) ~ lognormal(sigma_location, sigma_scale);
+    to_vector(sigma) ~ lognormal(sigma_loc, sigma_sc);
   } else {
-    to_vector(sigma) ~ normal(sigma_location, sigma_scale);
+    to_vector(sigma) ~ normal(sigma_loc, sigma_sc);
   }
   for (k in 1 : size(L_Omega)) {
     L_Omega[k] ~ lkj_corr_cholesky(lkj_eta);
+  }
+  if (covariance > 0) {
+    // exp(-tr(diag(psi) Lambda_k) / 2), as in an inverse-Wishart prior:
+    // beta[k, x_square] = -diag(Lambda_k) / 2
+    target += sum(beta[ : , x_square] * psi);
   }
   target += N * a[1] + x_sum * beta[1]';
   if (grainsize == 0) {

@@ -79,7 +79,8 @@ def config():
 
 
 def _reference_log_density(y, params, model):
-    """The model written the plain way: per-observation log_sum_exp, full normalizing constants."""
+    """The model written the plain way: per-observation log_sum_exp, full normalizing constants;
+    `model` is the program's data (per-coordinate prior vectors)."""
     mu, theta = params["mu"], params["theta"]
     k, d = mu.shape
     cov = _covariances(params, k, d)
@@ -87,7 +88,7 @@ def _reference_log_density(y, params, model):
         [multivariate_normal.logpdf(y, mu[j], cov[j]).reshape(len(y)) for j in range(k)], axis=1
     )
     log_lik = logsumexp(comp + np.log(theta), axis=1).sum()
-    prior = norm.logpdf(mu, 0, model["mu_sd"]).sum()
+    prior = norm.logpdf(mu, model["mu_location"], model["mu_sd"]).sum()
     alpha = model["alpha"]
     if k > 1:
         prior += gammaln(alpha * k) - k * gammaln(alpha) + ((alpha - 1) * np.log(theta)).sum()
@@ -95,10 +96,12 @@ def _reference_log_density(y, params, model):
         prior += np.log(theta).sum()
     if "sigma" in params:
         loc, scale = model["sigma_location"], model["sigma_scale"]
-        if model["sigma_prior"] == "lognormal":
+        if model["sigma_prior"] == 0:  # lognormal
             prior += lognorm.logpdf(params["sigma"], s=scale, scale=np.exp(loc)).sum()
         else:
             prior += norm.logpdf(params["sigma"], loc, scale).sum()
+    if "sigma" in params:  # exp(-tr(diag(psi) Sigma_k^-1) / 2)
+        prior -= 0.5 * (np.diagonal(np.linalg.inv(cov), axis1=1, axis2=2) * model["psi"]).sum()
     if "L_Omega" in params:  # lkj_corr_cholesky: sum_i (D - i + 2 eta - 2) log L_ii, i >= 2
         powers = d - np.arange(2, d + 1) + 2 * model["lkj_eta"] - 2
         diag = np.log(np.diagonal(params["L_Omega"], axis1=1, axis2=2))[:, 1:]
@@ -169,7 +172,8 @@ def test_log_density_equals_plain_log_sum_exp(gmm_exe, covariance, k, d, grainsi
     data = simulate_mixture(40, rng.normal(size=(k, d)).tolist(), (np.ones(k) / k).tolist(), seed=1)
     model_spec = {
         "K": k,
-        "mu_sd": 1.5,
+        "mu_location": np.linspace(-0.5, 0.5, d).tolist(),  # per coordinate
+        "mu_sd": np.linspace(1.5, 2.5, d).tolist(),
         "alpha": 0.7,
         "grainsize": grainsize,
         "covariance": covariance,
@@ -177,15 +181,17 @@ def test_log_density_equals_plain_log_sum_exp(gmm_exe, covariance, k, d, grainsi
         "sigma_prior": "half_normal" if k == 3 else "lognormal",
         "sigma_location": 0.2,
         "sigma_scale": 0.8,
+        "psi": np.linspace(0.3, 0.6, d).tolist(),
         "lkj_eta": 1.7,
     }
     model = load_model(gmm_exe)
+    inputs = stan_data(data, model_spec)
     stan_lp, ref_lp = [], []
     for _ in range(4):
         params, stan_params = _random_parameters(rng, k, d, covariance, ordered)
-        out = model.log_prob(stan_params, stan_data(data, model_spec), jacobian=False, sig_figs=18)
+        out = model.log_prob(stan_params, inputs, jacobian=False, sig_figs=18)
         stan_lp.append(float(out["lp__"].iloc[0]))
-        ref_lp.append(_reference_log_density(data.y, params, model_spec))
+        ref_lp.append(_reference_log_density(data.y, params, inputs))
     np.testing.assert_allclose(np.diff(stan_lp), np.diff(ref_lp), rtol=1e-8, atol=1e-6)
 
 
@@ -336,8 +342,9 @@ def test_seed_small_nuts_matches_reference_posterior(tmp_path, config, gmm_exe):
 
 @pytest.mark.cmdstan
 def test_label_switching_is_resolved_on_disagreeing_chains(tmp_path, config, gmm_exe):
-    """With this seed, chains of the unidentified model land in different labellings."""
-    info, summary, _, outputs = _fit(tmp_path, config, "seed_small", "nuts", gmm_exe)
+    """With this seed, chains of the unidentified model started at CmdStan's random inits
+    (``starts: 0``) land in different labellings."""
+    info, summary, _, outputs = _fit(tmp_path, config, "seed_small", "nuts", gmm_exe, starts=0)
     raw = read_draws(sorted(outputs["cmdstan"].glob("*.csv")), "nuts", k=2, d=2)
     heavy_first = raw.theta.mean(axis=1)[:, 0] > 0.5
     assert 0 < heavy_first.sum() < len(heavy_first), "chains should disagree before relabelling"
@@ -382,7 +389,8 @@ def test_other_methods_on_seed_small(tmp_path, config, gmm_exe, method):
         assert len(elbo) >= 2 and elbo["elbo"].notna().all()
         assert np.array(info["variational_mean"]["theta"]).sum() == pytest.approx(1, abs=1e-5)
         assert info["variational_mean"]["theta"][0] > 0.5
-        assert {c["name"] for c in diagnostics["checks"]} == {"converged", "pareto_khat"}
+        names = {"converged", "pareto_khat", "component_points_min", "mean_distance_max"}
+        assert {c["name"] for c in diagnostics["checks"]} == names
     idata = az.from_netcdf(outputs["posterior"])
     np.testing.assert_allclose(idata.posterior["theta"].sum("component"), 1, atol=1e-5)
 

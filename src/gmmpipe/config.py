@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from gmmpipe.errors import ConfigError
+from gmmpipe.priors import complete_config
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -106,6 +107,7 @@ def validate_config(
     if errors:
         raise ConfigError(_schema_error_message(jsonschema.exceptions.best_match(errors)))
     _check_semantics(completed)
+    complete_config(completed)
     _check_inits(completed["methods"])
     _check_files(completed, Path.cwd() if base_dir is None else Path(base_dir))
     return completed

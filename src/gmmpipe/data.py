@@ -15,6 +15,7 @@ import pandas as pd
 
 from gmmpipe.errors import DataError
 from gmmpipe.io import atomic_path, read_json, write_json
+from gmmpipe.priors import resolve_priors
 
 logger = logging.getLogger(__name__)
 
@@ -395,11 +396,17 @@ COVARIANCES = ("identity", "diagonal", "full")
 SIGMA_PRIORS = ("lognormal", "half_normal")
 
 
-def stan_data(dataset: Dataset, model: Mapping[str, Any]) -> dict[str, Any]:
+def stan_data(
+    dataset: Dataset, model: Mapping[str, Any], priors: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The data block of `stan/gmm.stan` for a dataset and a validated model config.
 
-    Keys missing from `model` take the schema's defaults (identity covariance, no ordering).
+    `priors` are the resolved priors (:func:`gmmpipe.priors.resolve_priors`), resolved here
+    when not given. Keys missing from `model` take the schema's defaults (identity
+    covariance, no ordering).
     """
+    if priors is None:
+        priors = resolve_priors(dataset.y, model)
     return {
         "N": dataset.n,
         "D": dataset.d,
@@ -407,12 +414,14 @@ def stan_data(dataset: Dataset, model: Mapping[str, Any]) -> dict[str, Any]:
         "y": dataset.y,
         "covariance": COVARIANCES.index(model.get("covariance", "identity")),
         "order_means": int(bool(model.get("ordered", False))),
-        "mu_sd": float(model["mu_sd"]),
-        "alpha": float(model["alpha"]),
-        "sigma_prior": SIGMA_PRIORS.index(model.get("sigma_prior", "lognormal")),
-        "sigma_location": float(model.get("sigma_location", 0.0)),
-        "sigma_scale": float(model.get("sigma_scale", 0.5)),
-        "lkj_eta": float(model.get("lkj_eta", 2.0)),
+        "mu_location": np.asarray(priors["mu_location"], dtype=float),
+        "mu_sd": np.asarray(priors["mu_sd"], dtype=float),
+        "alpha": float(priors["alpha"]),
+        "sigma_prior": SIGMA_PRIORS.index(priors["sigma_prior"]),
+        "sigma_location": np.asarray(priors["sigma_location"], dtype=float),
+        "sigma_scale": np.asarray(priors["sigma_scale"], dtype=float),
+        "psi": np.asarray(priors["psi"], dtype=float),
+        "lkj_eta": float(priors["lkj_eta"]),
         "grainsize": int(model.get("grainsize", 0)),
         "membership": int(bool(model.get("membership", False))),
     }

@@ -1,5 +1,6 @@
-"""The diagnostics gate: R-hat, ESS, divergences, tree depth and E-BFMI for NUTS; Pareto k-hat
-and convergence for ADVI and Pathfinder; convergence for optimization."""
+"""The diagnostics gate: R-hat, ESS, divergences, tree depth, E-BFMI, chains in different modes
+and the posterior predictive check for NUTS; Pareto k-hat and convergence for ADVI and
+Pathfinder; convergence for optimization; degenerate components for every method."""
 
 from __future__ import annotations
 
@@ -17,13 +18,100 @@ with warnings.catch_warnings():
     import arviz as az
 
 
-def _check(name: str, value: float, threshold: float, passed: bool) -> dict[str, Any]:
-    return {
+def _check(
+    name: str, value: float, threshold: float, passed: bool, detail: str = ""
+) -> dict[str, Any]:
+    out = {
         "name": name,
         "value": float(value),
         "threshold": float(threshold),
         "passed": bool(passed),
     }
+    return {**out, "detail": detail} if detail else out
+
+
+def mode_check(draws: Draws, threshold: float) -> dict[str, Any] | None:
+    """Chains in different modes, after relabelling: each chain's mean of lp__ and of every
+    mean and weight against the median of the other chains' means, in within-chain posterior
+    sds. The value is the largest shift; the detail names every chain beyond `threshold`.
+    None for a single chain."""
+    chains = draws.mu.shape[0]
+    if chains < 2:
+        return None
+    k, d = draws.mu.shape[-2:]
+    quantities = {"lp__": draws.stats["lp"]} if "lp" in draws.stats else {}
+    for c in range(k):
+        quantities[f"theta[{c + 1}]"] = draws.theta[:, :, c]
+        for j in range(d):
+            quantities[f"mu[{c + 1}, {j + 1}]"] = draws.mu[:, :, c, j]
+    worst = np.zeros(chains)
+    worst_name = [""] * chains
+    worst_text = [""] * chains
+    for name, values in quantities.items():
+        means = values.mean(axis=1)
+        within = float(np.sqrt(values.var(axis=1, ddof=1).mean()))
+        if not within > 0:
+            continue
+        for c in range(chains):
+            others = float(np.median(np.delete(means, c)))
+            shift = abs(means[c] - others) / within
+            if shift > worst[c]:
+                worst[c], worst_name[c] = shift, name
+                worst_text[c] = f"{name} mean {means[c]:.4g} vs {others:.4g} in the others"
+    bad = [c for c in range(chains) if worst[c] > threshold]
+    detail = "; ".join(f"chain {c + 1}: {worst_text[c]} ({worst[c]:.3g} posterior sd)" for c in bad)
+    return _check("chain_modes", worst.max(), threshold, not bad, detail)
+
+
+def component_checks(draws: Draws, y: np.ndarray, thresholds: Mapping[str, Any]) -> list[dict]:
+    """Degenerate components: the fewest expected points N theta_k of any component, and the
+    largest distance of a component's mean from its nearest observation (in the data's sds per
+    column, Euclidean), both at the posterior mean."""
+    n = len(y)
+    theta = draws.theta.reshape(-1, draws.theta.shape[-1]).mean(axis=0)
+    mu = draws.mu.reshape(-1, *draws.mu.shape[-2:]).mean(axis=0)
+    points = n * theta
+    sd = y.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    z = y / sd
+    nearest = np.array([np.sqrt(((z - m / sd) ** 2).sum(axis=1).min()) for m in mu])
+    few, far = thresholds["component_points_min"], thresholds["mean_distance_max"]
+    light = [
+        f"component {c + 1}: weight {theta[c]:.3g} ({points[c]:.3g} of {n} points)"
+        for c in np.flatnonzero(points < few)
+    ]
+    distant = [
+        f"component {c + 1}: mean {np.array2string(mu[c], precision=4, separator=', ')} is "
+        f"{nearest[c]:.3g} data sd from the nearest observation"
+        for c in np.flatnonzero(nearest > far)
+    ]
+    return [
+        _check("component_points_min", points.min(), few, not light, "; ".join(light)),
+        _check("mean_distance_max", nearest.max(), far, not distant, "; ".join(distant)),
+    ]
+
+
+def ppc_check(ppc: Mapping[str, Any], thresholds: Mapping[str, Any]) -> dict[str, Any]:
+    """The posterior predictive check (:mod:`gmmpipe.ppc`): the largest per-coordinate excess of
+    the data's distance from the model's marginal over replicated data's, in their sds."""
+    z, p = np.asarray(ppc["ks_z"], dtype=float), np.asarray(ppc["ks_p"], dtype=float)
+    limit = thresholds["ppc_z_max"]
+    detail = "; ".join(
+        f"coordinate {j + 1}: the data are {z[j]:.3g} sd farther from the model's marginal than "
+        f"replicated data (p = {p[j]:.3g} over {ppc['draws']} draws)"
+        for j in np.flatnonzero(z > limit)
+    )
+    return _check("ppc_z_max", z.max(), limit, not detail, detail)
+
+
+#: Defaults of the thresholds added with the mode, component and predictive checks (as in
+#: config/schema.yaml), for callers that pass older threshold mappings.
+THRESHOLDS = {
+    "mode_shift_max": 1.0,
+    "component_points_min": 5.0,
+    "mean_distance_max": 1.0,
+    "ppc_z_max": 5.0,
+}
 
 
 def nuts_checks(draws: Draws, thresholds: Mapping[str, Any], max_treedepth: int) -> list[dict]:
@@ -97,10 +185,19 @@ def check(
     console: str,
     thresholds: Mapping[str, Any],
     method_spec: Mapping[str, Any],
+    y: np.ndarray | None = None,
+    ppc: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the checks that apply to `algorithm`; returns ``{"passed", "checks", "failures"}``."""
+    """Run the checks that apply to `algorithm`; returns ``{"passed", "checks", "failures"}``.
+
+    With the data `y` the degenerate-component checks run too, and with a posterior predictive
+    result `ppc` (:func:`gmmpipe.ppc.posterior_predictive`) its check.
+    """
+    thresholds = {**THRESHOLDS, **thresholds}
     if algorithm == "nuts":
         checks = nuts_checks(draws, thresholds, method_spec["max_treedepth"])
+        modes = mode_check(draws, thresholds["mode_shift_max"])
+        checks += [modes] if modes else []
     elif algorithm == "advi":
         converged = advi_converged(console)
         checks = [
@@ -115,8 +212,13 @@ def check(
             and "Maximum number of iterations hit" not in console
         )
         checks = [_check("converged", converged, 1, converged)]
+    if y is not None:
+        checks += component_checks(draws, np.asarray(y, dtype=float), thresholds)
+    if ppc is not None:
+        checks.append(ppc_check(ppc, thresholds))
     failures = [
         f"{c['name']} = {c['value']:.4g} (threshold {c['threshold']:.4g})"
+        + (f": {c['detail']}" if c.get("detail") else "")
         for c in checks
         if not c["passed"]
     ]

@@ -17,7 +17,11 @@ from gmmpipe import diagnostics as diag
 from gmmpipe.data import Dataset, coordinate_names, stan_data
 from gmmpipe.draws import Draws, read_draws, relabel
 from gmmpipe.errors import FitError
+from gmmpipe.inits import jittered_inits, multistart, record, stan_inits
 from gmmpipe.io import atomic_path, storage_problem, write_json
+from gmmpipe.ppc import posterior_predictive
+from gmmpipe.ppc import record as ppc_record
+from gmmpipe.priors import describe, resolve_priors
 from gmmpipe.relabel import STRATEGY
 from gmmpipe.summarize import summarize_fit
 from gmmpipe.vi import ELBO_COLUMNS, parse_elbo
@@ -107,46 +111,6 @@ def with_threads(
     return model_spec
 
 
-def inits_from(posterior: str | Path | None) -> dict[str, Any] | None:
-    """Initial values at the posterior mean of an earlier fit (e.g. the MAP); None: none."""
-    if posterior is None:
-        return None
-    idata = az.from_netcdf(posterior)
-    mean = idata.posterior.mean(("chain", "draw"))
-    theta = np.clip(mean["theta"].values, 1e-8, None)
-    point = {"mu": mean["mu"].values.tolist(), "theta": (theta / theta.sum()).tolist()}
-    for name in ("sigma", "Omega"):  # diagonal and full covariance
-        if name in mean:
-            point[name] = mean[name].values.tolist()
-    return point
-
-
-def stan_inits(point: Mapping[str, Any], model_spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Initial values in stan/gmm.stan's parameter names from a point with ``mu``, ``theta``
-    and optionally ``sigma`` and ``Omega`` (components sorted by mu[, 1] when ordered)."""
-    mu, theta = np.asarray(point["mu"], dtype=float), np.asarray(point["theta"], dtype=float)
-    theta = np.clip(theta, 1e-8, None) / np.clip(theta, 1e-8, None).sum()  # CSV rounding
-    extra = {n: np.asarray(point[n], dtype=float) for n in ("sigma", "Omega") if n in point}
-    ordered = bool(model_spec.get("ordered", False))
-    if ordered:
-        order = np.argsort(mu[:, 0], kind="stable")
-        mu, theta = mu[order], theta[order]
-        extra = {n: v[order] for n, v in extra.items()}
-    log_theta = np.log(theta)
-    inits: dict[str, Any] = {
-        "phi": log_theta[1:] - log_theta[0],
-        "mu_free": mu[:, 1:] if ordered else mu,
-    }
-    if ordered:
-        inits["mu_first"] = mu[:, 0]
-    covariance = model_spec.get("covariance", "identity")
-    if covariance != "identity" and "sigma" in extra:
-        inits["sigma"] = extra["sigma"]
-    if covariance == "full" and "Omega" in extra:
-        inits["L_Omega"] = np.linalg.cholesky(extra["Omega"])
-    return {n: v.tolist() for n, v in inits.items() if v.size}
-
-
 def to_inference_data(draws: Draws, *, attrs: Mapping[str, Any]) -> az.InferenceData:
     """An InferenceData with named dims: mu (component, dim), theta (component), and when
     fitted sigma (component, dim) and Omega (component, dim, dim2)."""
@@ -223,16 +187,16 @@ def fit_dataset(
     algorithm = method_spec["algorithm"]
     model_spec = with_threads(dataset_spec["model"], method_spec, dataset.n)
     k, d = int(model_spec["K"]), dataset.d
+    priors = resolve_priors(dataset.y, model_spec)
     model = load_model(exe_file)
     cmdstan_dir = Path(outputs["cmdstan"])
     with atomic_path(cmdstan_dir) as scratch:
         scratch.mkdir()
         data_file = scratch / "data.json"  # not cmdstanpy's /tmp, which a kill -9 leaves
-        write_stan_json(str(data_file), stan_data(dataset, model_spec))
-        if inits is not None:
-            inits = stan_inits(inits, model_spec)
+        write_stan_json(str(data_file), stan_data(dataset, model_spec, priors))
         start = time.perf_counter()
         try:
+            starts, inits = _starts(model, data_file, dataset, model_spec, method_spec, seed, inits)
             result = run_cmdstan(model, str(data_file), method_spec, seed, scratch, inits)
         except FitError:
             raise
@@ -247,7 +211,14 @@ def fit_dataset(
         csv_files = sorted(scratch.glob("*.csv"))
         console = "\n".join(f.read_text() for f in sorted(scratch.glob("*stdout.txt")))
         draws = relabel(read_draws(csv_files, algorithm, k, d))
-        report = diag.check(algorithm, draws, console, thresholds, method_spec)
+        checked = (
+            posterior_predictive(dataset.y, draws.components(), seed=seed)
+            if (algorithm == "nuts")
+            else None
+        )
+        report = diag.check(
+            algorithm, draws, console, thresholds, method_spec, y=dataset.y, ppc=checked
+        )
         if method_spec.get("strict") and not report["passed"]:
             raise FitError(f"{algorithm} diagnostics failed: {'; '.join(report['failures'])}")
         for f in scratch.iterdir():  # keep the CSVs' names stable across reruns
@@ -263,6 +234,10 @@ def fit_dataset(
         "d": d,
         "k": k,
         "cmdstan": cmdstan_versions(),
+        "priors": priors,
+        "prior_formulas": describe(priors, model_spec.get("covariance", "identity")),
+        **({"starts": starts} if starts else {}),
+        **({"ppc": ppc_record(checked, coordinate_names(d))} if checked else {}),
         **({"variational_mean": draws.extra["mean"]} if "mean" in draws.extra else {}),
     }
     idata = to_inference_data(
@@ -282,6 +257,49 @@ def fit_dataset(
     if not report["passed"]:
         logger.warning("%s diagnostics failed: %s", algorithm, "; ".join(report["failures"]))
     return info
+
+
+def _starts(
+    model: Any,
+    data_file: Path,
+    dataset: Dataset,
+    model_spec: Mapping[str, Any],
+    method_spec: Mapping[str, Any],
+    seed: int,
+    point: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any] | None, Any]:
+    """The starts record for fit.json and CmdStan's inits: from `point` (an earlier fit) when
+    given, else for optimize and NUTS from the multi-start optimizer (:mod:`gmmpipe.inits`),
+    else CmdStan's random inits."""
+    if point is not None:
+        return None, stan_inits(point, model_spec)
+    n_starts = int(method_spec.get("starts", 0))
+    if method_spec["algorithm"] not in ("optimize", "nuts") or n_starts == 0:
+        return None, None
+    optima = multistart(
+        model,
+        data_file,
+        dataset.y,
+        model_spec,
+        n_starts=n_starts,
+        seed=seed,
+        out=data_file.parent / "starts",
+    )
+    starts = record(optima, n_starts)
+    if not optima:
+        logger.warning("every start failed to optimize: CmdStan's random inits instead")
+        return starts, None
+    best = optima[0]["point"]
+    if method_spec["algorithm"] == "optimize":
+        chain_points = [best]
+    else:
+        rng = np.random.default_rng([seed, 18])
+        chain_points = jittered_inits(best, dataset.n, int(method_spec["chains"]), rng)
+    starts["chain_inits"] = [
+        {name: np.asarray(v).tolist() for name, v in p.items()} for p in chain_points
+    ]
+    inits = [stan_inits(p, model_spec) for p in chain_points]
+    return starts, inits[0] if method_spec["algorithm"] == "optimize" else inits
 
 
 def stable_name(name: str) -> str:

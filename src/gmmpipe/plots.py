@@ -23,6 +23,7 @@ from scipy import stats
 
 from gmmpipe.io import atomic_path, read_json
 from gmmpipe.mixture_plots import plot_fitted_density
+from gmmpipe.ppc import plot_ppc
 from gmmpipe.summarize import (
     MethodFit,
     align_components,
@@ -674,6 +675,20 @@ FIGURES: dict[str, Builder] = {
     "marginals": lambda y, fits, truth, mp: plot_marginals(fits),
     "density": lambda y, fits, truth, mp: plot_fitted_density(
         y, fits[reference_method(fits)].posterior, max_points=mp
+    ),
+    "ppc": lambda y, fits, truth, mp: plot_ppc(
+        y,
+        {m: {v: f.posterior[v].values for v in f.posterior.data_vars} for m, f in fits.items()},
+        {m: int(f.info["seed"]) for m, f in fits.items()},
+        next(
+            (
+                c["threshold"]
+                for f in fits.values()
+                for c in f.diagnostics.get("checks", [])
+                if c["name"] == "ppc_z_max"
+            ),
+            5.0,
+        ),
     ),
     "trace": lambda y, fits, truth, mp: plot_nuts_trace(next(iter(fits.values()))),
     "rank": lambda y, fits, truth, mp: plot_nuts_rank(next(iter(fits.values()))),

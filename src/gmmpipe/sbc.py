@@ -42,6 +42,7 @@ from gmmpipe.config import derived_seed
 from gmmpipe.data import Dataset, stan_data
 from gmmpipe.errors import ConfigError
 from gmmpipe.io import atomic_path
+from gmmpipe.priors import fixed_values
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +89,14 @@ def lkj_corr_cholesky(rng: np.random.Generator, d: int, eta: float) -> np.ndarra
 def draw_prior(rng: np.random.Generator, model: Mapping[str, Any], d: int) -> dict[str, np.ndarray]:
     """One draw of the parameters from the prior of stan/gmm.stan (model config as in a dataset)."""
     k = int(model["K"])
+    prior = fixed_values(model)
     params = {
-        "mu": rng.normal(0.0, model["mu_sd"], size=(k, d)),
-        "theta": rng.dirichlet(np.full(k, float(model["alpha"]))),
+        "mu": rng.normal(prior["mu_location"], prior["mu_sd"], size=(k, d)),
+        "theta": rng.dirichlet(np.full(k, float(prior["alpha"]))),
     }
     covariance = model.get("covariance", "identity")
     if covariance != "identity":
-        loc, scale = model.get("sigma_location", 0.0), model.get("sigma_scale", 0.5)
+        loc, scale = prior["sigma_location"], prior["sigma_scale"]
         if model.get("sigma_prior", "lognormal") == "lognormal":
             params["sigma"] = rng.lognormal(loc, scale, size=(k, d))
         else:  # normal(loc, scale) truncated at 0

@@ -302,7 +302,7 @@ def _fixed(value: float, decimals: int) -> str:
 
 def diagnostics_table(fits: Mapping[str, MethodFit], dataset: str = "") -> pd.DataFrame:
     """Every diagnostics check of every fit: dataset, method, algorithm, check, value, threshold,
-    passed."""
+    passed, and what failed (the chains or components named by the check)."""
     rows = [
         {
             "dataset": dataset,
@@ -312,13 +312,13 @@ def diagnostics_table(fits: Mapping[str, MethodFit], dataset: str = "") -> pd.Da
             "value": item["value"],
             "threshold": item["threshold"],
             "passed": bool(item["passed"]),
+            "detail": item.get("detail", ""),
         }
         for method, fit in fits.items()
         for item in fit.diagnostics.get("checks", [])
     ]
-    return pd.DataFrame(
-        rows, columns=["dataset", "method", "algorithm", "check", "value", "threshold", "passed"]
-    )
+    columns = ["dataset", "method", "algorithm", "check", "value", "threshold", "passed"]
+    return pd.DataFrame(rows, columns=[*columns, "detail"])
 
 
 # --- Renderings -----------------------------------------------------------------------------
@@ -460,6 +460,7 @@ def write_comparison(
             [
                 ("Methods", frame_to_html(overview, failed=failed)),
                 ("Estimates", frame_to_html(estimates_wide(table, html=True), index=True)),
+                ("Priors", frame_to_html(priors_table(fits))),
             ],
             note,
         ),
@@ -469,12 +470,29 @@ def write_comparison(
         markdown,
         f"# {dataset}: methods compared\n\n{md_note}\n\n"
         f"## Methods\n\n{to_markdown(overview, index=False)}\n"
-        f"## Estimates\n\n{to_markdown(estimates_wide(table))}",
+        f"## Estimates\n\n{to_markdown(estimates_wide(table))}\n"
+        f"## Priors\n\n{to_markdown(priors_table(fits), index=False)}",
     )
     with atomic_path(diagnostics_csv) as tmp:
         checks.to_csv(tmp, index=False)
     write_text(diagnostics_html, diagnostics_page(checks, f"{dataset}: diagnostics"))
     return table
+
+
+def priors_table(fits: Mapping[str, MethodFit]) -> pd.DataFrame:
+    """The priors each fit used (fit.json ``prior_formulas``): rule, keys given, formulas."""
+    rows = [
+        {
+            "method": method,
+            "rule": fit.info["priors"]["rule"],
+            "given in config": ", ".join(fit.info["priors"]["given"]) or "—",
+            "prior": line,
+        }
+        for method, fit in fits.items()
+        if "priors" in fit.info
+        for line in fit.info["prior_formulas"]
+    ]
+    return pd.DataFrame(rows, columns=["method", "rule", "given in config", "prior"])
 
 
 def diagnostics_page(checks: pd.DataFrame, title: str) -> str:

@@ -1,0 +1,94 @@
+"""Priors on the data's scale (gmmpipe.priors) and the seed's datasets' unchanged priors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from gmmpipe.config import validate_config
+from gmmpipe.data import Dataset, simulate, stan_data
+from gmmpipe.errors import ConfigError, DataError
+from gmmpipe.priors import complete_model, describe, resolve_priors
+
+# stan_data of the seed's datasets before the per-coordinate priors (commit a306570)
+SEED_PRIORS = {"mu_sd": {"seed_small": 1.0, "seed_large": 3.1622776601683795}}
+
+
+def _config(root):
+    return validate_config(yaml.safe_load((root / "config" / "config.yaml").read_text()))
+
+
+def test_seed_datasets_keep_the_notebooks_priors(root):
+    """config.yaml's seed datasets give the same Stan data as before, the scalars now vectors."""
+    config = _config(root)
+    for name in ("seed_small", "seed_large"):
+        spec = config["datasets"][name]
+        assert spec["model"]["priors"] == "fixed" and spec["model"]["covariance"] == "identity"
+        data = stan_data(simulate({**spec["simulate"], "n": 50}), spec["model"])
+        assert data["alpha"] == 0.1 and data["covariance"] == 0 and data["lkj_eta"] == 2.0
+        np.testing.assert_array_equal(data["mu_location"], [0.0, 0.0])
+        np.testing.assert_array_equal(data["mu_sd"], [SEED_PRIORS["mu_sd"][name]] * 2)
+        np.testing.assert_array_equal(data["sigma_location"], [0.0, 0.0])
+        np.testing.assert_array_equal(data["sigma_scale"], [0.5, 0.5])
+        np.testing.assert_array_equal(data["psi"], [0.0, 0.0])  # no such term before
+
+
+def test_data_rule_is_on_the_data_scale():
+    rng = np.random.default_rng(1)
+    y = np.column_stack([rng.normal(500, 100, 400), rng.normal(0.1, 0.01, 400)])
+    priors = resolve_priors(y, {"K": 3, "priors": "data"})
+    mean, sd = y.mean(axis=0), y.std(axis=0, ddof=1)
+    np.testing.assert_allclose(priors["mu_location"], mean)
+    np.testing.assert_allclose(priors["mu_sd"], sd)
+    np.testing.assert_allclose(priors["sigma_location"], np.log(sd / 2))
+    assert priors["sigma_scale"] == [1.0, 1.0] and priors["alpha"] == 1.0
+    half = resolve_priors(y, {"K": 3, "priors": "data", "sigma_prior": "half_normal"})
+    np.testing.assert_allclose(half["sigma_scale"], sd)
+    assert half["sigma_location"] == [0.0, 0.0]
+    np.testing.assert_allclose(priors["psi"], sd**2 / 3)  # s_j^2 / K^(2 / D)
+    assert "normal(" in describe(priors, "full")[0] and len(describe(priors, "full")) == 4
+    assert len(describe(priors, "identity")) == 2
+
+
+def test_explicit_keys_win_over_the_rule():
+    y = np.random.default_rng(2).normal(100, 10, size=(50, 2))
+    priors = resolve_priors(y, {"K": 2, "priors": "data", "mu_location": [1, 2], "alpha": 0.5})
+    assert priors["mu_location"] == [1.0, 2.0] and priors["alpha"] == 0.5
+    assert priors["given"] == ["mu_location", "alpha"]
+    np.testing.assert_allclose(priors["mu_sd"], y.std(axis=0, ddof=1))
+    fixed = resolve_priors(y, {"K": 2})  # raw specs (tests, benchmarks): the fixed rule
+    assert fixed["mu_sd"] == [1.0, 1.0] and fixed["alpha"] == 0.1
+
+
+def test_bad_prior_values_are_named():
+    y = np.ones((10, 2))
+    with pytest.raises(DataError, match="coordinate 1 of the data has no spread"):
+        resolve_priors(y, {"K": 2, "priors": "data"})
+    with pytest.raises(DataError, match=r"model.mu_sd = \[1, 2, 3\]: needs one number or D = 2"):
+        resolve_priors(y, {"K": 2, "mu_sd": [1, 2, 3]})
+
+
+def test_defaults_by_kind_of_dataset():
+    file = {"file": {"path": "x.csv"}, "model": {"K": 3}}
+    assert complete_model(file) == {"K": 3, "priors": "data", "covariance": "full"}
+    mixture = {"simulate": {"generator": "mixture"}, "model": {"K": 2}}
+    assert complete_model(mixture)["covariance"] == "identity"
+    assert complete_model(mixture)["priors"] == "data"
+    cov = {"simulate": {"generator": "mixture", "covariances": [[[1.0]]]}, "model": {"K": 1}}
+    assert complete_model(cov)["covariance"] == "full"
+
+
+def test_calibration_needs_fixed_priors(root):
+    raw = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    raw["sbc"] = {"model": {"K": 2, "priors": "data"}}
+    with pytest.raises(ConfigError, match=r"'sbc\.model\.priors' = 'data'"):
+        validate_config(raw)
+
+
+def test_stan_data_carries_the_resolved_vectors():
+    y = np.random.default_rng(3).normal(size=(20, 3)) * [1, 10, 100]
+    model = {"K": 2, "priors": "data", "covariance": "diagonal"}
+    data = stan_data(Dataset(y=y), model)
+    assert data["mu_sd"].shape == (3,) and data["sigma_location"].shape == (3,)
+    np.testing.assert_allclose(data["mu_sd"] / data["mu_sd"][0], [1, 10, 100], rtol=0.5)

@@ -2,9 +2,17 @@ import re
 from pathlib import Path
 
 try:
-    from gmmpipe.config import derived_seed, fits, load_schema, validate_config
+    from gmmpipe.config import (
+        compare_method,
+        derived_seed,
+        fits,
+        load_schema,
+        model_ks,
+        validate_config,
+        with_k,
+    )
     from gmmpipe.errors import ConfigError
-    from gmmpipe.fit import FIT_FILES
+    from gmmpipe.fit import FIT_DIR, FIT_FILES, fit_dir
 except ImportError as err:
     raise WorkflowError(
         "The gmmpipe package is not importable; install it with `pip install -e .` "
@@ -19,12 +27,13 @@ try:
         config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml")
     )
     FITS = fits(_completed)
+    COMPARE_METHOD = compare_method(_completed, sorted({f.method for f in FITS}))
 except ConfigError as err:
     raise WorkflowError(str(err))
 config.clear()
 config.update(_completed)
 
-DATASETS = sorted({d for d, _ in FITS})
+DATASETS = sorted({f.dataset for f in FITS})
 SIMULATED = [d for d in config["datasets"] if "simulate" in config["datasets"][d]]
 USER_FILES = [d for d in config["datasets"] if "file" in config["datasets"][d]]
 
@@ -44,19 +53,17 @@ def methods_of(algorithm):
 wildcard_constraints:
     dataset=_alternation(config["datasets"]),
     method=_alternation(config["methods"]),
+    K=r"[1-9][0-9]*",
 
 
 def dataset_spec(wildcards):
-    """The validated config entry of a dataset."""
-    return config["datasets"][wildcards.dataset]
+    """The validated config entry of a dataset, with `model.K` the fit's K."""
+    return with_k(config["datasets"][wildcards.dataset], wildcards.K)
 
 
 def method_spec(wildcards):
     """The validated config entry of the method of a fit rule."""
     return config["methods"][wildcards.method]
-
-
-FIT_DIR = "results/fits/{dataset}/{method}"
 
 
 def fit_outputs(*extra):
@@ -77,33 +84,37 @@ def fit_inputs(wildcards):
     }
     init = config["methods"][wildcards.method].get("init")
     if init:
-        inputs["init"] = f"results/fits/{wildcards.dataset}/{init}/posterior.nc"
+        inputs["init"] = f"{fit_dir(wildcards.dataset, wildcards.K, init)}/posterior.nc"
     return inputs
 
 
 def fit_threads(wildcards):
     """CPUs a fit uses: one per parallel chain times the threads per chain."""
-    spec = config["methods"][wildcards.method]
+    return method_threads(wildcards.method)
+
+
+def method_threads(method):
+    """CPUs a fit with `method` uses (also the compare step's refits)."""
+    spec = config["methods"][method]
     if spec["algorithm"] == "nuts":
         return min(spec["parallel_chains"], spec["chains"]) * spec["threads_per_chain"]
     return 1
 
 
-def dataset_fits(wildcards):
-    """Every fit of one dataset that the targets ask for."""
-    return {
-        method: f"results/fits/{wildcards.dataset}/{method}/posterior.nc"
-        for d, method in FITS
-        if d == wildcards.dataset
-    }
-
-
 def get_final_output():
     """Everything `rule all` builds (fits, each dataset's tables and figures, provenance)."""
-    outputs = [f"results/fits/{d}/{m}/summary.csv" for d, m in FITS]
+    outputs = [f"{fit_dir(*fit)}/summary.csv" for fit in FITS]
+    for dataset, k in dataset_ks():
+        outputs += table_targets(dataset, k) + figure_targets(dataset, k)
     for dataset in DATASETS:
-        outputs += table_targets(dataset) + figure_targets(dataset)
+        outputs += compare_targets(dataset)
     return outputs + list(PROVENANCE.values())
+
+
+def dataset_ks(dataset=None):
+    """The (dataset, K) pairs of the target fits, in config order."""
+    pairs = [(f.dataset, f.k) for f in FITS]
+    return [p for p in dict.fromkeys(pairs) if dataset is None or p[0] == dataset]
 
 
 def fit_seed(wildcards):
@@ -113,8 +124,8 @@ def fit_seed(wildcards):
 
 # --- Tables, figures, provenance (rules/summarize.smk, plot.smk, report.smk) ---------------
 
-ALGORITHMS = ("optimize", "nuts", "advi", "pathfinder")
-VI = ("advi", "pathfinder")
+ALGORITHMS = ("optimize", "nuts", "advi", "pathfinder", "laplace")
+VI = ("advi", "pathfinder", "laplace")
 # The figures of a dataset and what they need: one method from each listed group of algorithms.
 FIGURE_NEEDS = {
     "data": [],
@@ -126,8 +137,8 @@ FIGURE_NEEDS = {
     "marginals": [("nuts",), VI],
     "density": [("nuts",)],
 }
-TABLES = "results/tables/{dataset}"
-FIGURE = "results/figures/{dataset}/{name}.png"
+TABLES = "results/tables/{dataset}/K{K}"
+FIGURE = "results/figures/{dataset}/K{K}/{name}.png"
 PROVENANCE = {
     "json": "results/provenance/provenance.json",
     "html": "results/provenance/provenance.html",
@@ -137,16 +148,17 @@ PROVENANCE = {
 
 def dataset_methods(dataset, *algorithms):
     """The dataset's target methods in config order, only those of `algorithms` if given."""
+    methods = dict.fromkeys(f.method for f in FITS if f.dataset == dataset)
     return [
         m
-        for d, m in FITS
-        if d == dataset
-        and (not algorithms or config["methods"][m]["algorithm"] in algorithms)
+        for m in methods
+        if not algorithms or config["methods"][m]["algorithm"] in algorithms
     ]
 
 
-def figure_targets(dataset):
-    """The figures of one dataset that its methods allow, plus trace/rank plots per NUTS fit."""
+def figure_targets(dataset, k):
+    """The figures of one dataset's K that its methods allow, plus trace/rank plots per NUTS
+    fit."""
     names = [
         name
         for name, needs in FIGURE_NEEDS.items()
@@ -154,12 +166,12 @@ def figure_targets(dataset):
     ]
     for method in dataset_methods(dataset, "nuts"):
         names += [f"trace_{method}", f"rank_{method}"]
-    return [FIGURE.format(dataset=dataset, name=name) for name in names]
+    return [FIGURE.format(dataset=dataset, K=k, name=name) for name in names]
 
 
-def table_targets(dataset):
-    """The comparison and diagnostics tables of one dataset."""
-    stem = TABLES.format(dataset=dataset)
+def table_targets(dataset, k):
+    """The comparison and diagnostics tables of one dataset's K."""
+    stem = TABLES.format(dataset=dataset, K=k)
     return [
         f"{stem}_comparison.csv",
         f"{stem}_comparison.html",
@@ -170,7 +182,7 @@ def table_targets(dataset):
 def fit_files(name, *algorithms):
     """Input function: file `name` of every fit of the dataset (of `algorithms`, if given)."""
     return lambda wildcards: [
-        f"results/fits/{wildcards.dataset}/{m}/{name}"
+        f"{fit_dir(wildcards.dataset, wildcards.K, m)}/{name}"
         for m in dataset_methods(wildcards.dataset, *algorithms)
     ]
 
@@ -187,25 +199,25 @@ def figure(name, category, label, caption=None):
         caption=f"../report/figures/{caption or name}.rst",
         category=category,
         subcategory="{dataset}",
-        labels={"dataset": "{dataset}", "figure": label},
+        labels={"dataset": "{dataset}", "K": "{K}", "figure": label},
     )
 
 
 def all_fit_files(name):
     """File `name` of every target fit (for provenance)."""
-    return [f"results/fits/{d}/{m}/{name}" for d, m in FITS]
+    return [f"{fit_dir(*fit)}/{name}" for fit in FITS]
 
 
 def plot_benchmarks():
     """Benchmark files of every figure and table rule (for provenance)."""
     paths = []
-    for dataset in DATASETS:
-        paths.append(f"results/benchmarks/tables/{dataset}.tsv")
+    for dataset, k in dataset_ks():
+        paths.append(f"results/benchmarks/tables/{dataset}/K{k}.tsv")
         paths += [
             f.replace("results/figures/", "results/benchmarks/figures/").replace(
                 ".png", ".tsv"
             )
-            for f in figure_targets(dataset)
+            for f in figure_targets(dataset, k)
         ]
     return paths
 
@@ -215,3 +227,42 @@ def git_state(wildcards):
     from gmmpipe.provenance import git_state as state
 
     return state(workflow.basedir)
+
+
+# --- Choosing K and membership (rules/compare.smk) --------------------------------------------
+
+COMPARE = "results/compare/{dataset}"
+
+
+def compare_targets(dataset):
+    """The dataset's K comparison and the membership files of every K, for the compared
+    method (none when no target method has posterior draws)."""
+    if COMPARE_METHOD is None:
+        return []
+    stem = COMPARE.format(dataset=dataset)
+    outputs = [f"{stem}/loo.csv", f"{stem}/loo.html", f"{stem}/loo.png"]
+    for _, k in dataset_ks(dataset):
+        folder = fit_dir(dataset, k, COMPARE_METHOD)
+        outputs += [f"{folder}/membership.csv", f"{folder}/membership.json"]
+    return outputs
+
+
+def compared_fits(name):
+    """Input function: file `name` of the compared method's fit of every K of the dataset."""
+    return lambda wildcards: [
+        f"{fit_dir(wildcards.dataset, k, COMPARE_METHOD)}/{name}"
+        for _, k in dataset_ks(wildcards.dataset)
+    ]
+
+
+def compare_params(wildcards):
+    """The compare step's settings, the Ks in input order, and what its refits need."""
+    spec = config["methods"][COMPARE_METHOD]
+    return {
+        "ks": [k for _, k in dataset_ks(wildcards.dataset)],
+        "method": COMPARE_METHOD,
+        "settings": config["compare"],
+        "dataset_spec": config["datasets"][wildcards.dataset],
+        "method_spec": spec,
+        "seed": derived_seed(config["seed"], wildcards.dataset, COMPARE_METHOD, "loo"),
+    }

@@ -11,9 +11,9 @@ rule plot_data:
     output:
         png=figure("data", "data", "data and true means"),
     log:
-        "logs/figures/{dataset}/data.log",
+        "logs/figures/{dataset}/K{K}/data.log",
     benchmark:
-        "results/benchmarks/figures/{dataset}/data.tsv"
+        "results/benchmarks/figures/{dataset}/K{K}/data.tsv"
     conda:
         "../environment.yml"
     params:
@@ -33,9 +33,9 @@ use rule plot_data as plot_nuts_mu with:
     output:
         png=figure("nuts_mu", "NUTS", "NUTS draws of the means"),
     log:
-        "logs/figures/{dataset}/nuts_mu.log",
+        "logs/figures/{dataset}/K{K}/nuts_mu.log",
     benchmark:
-        "results/benchmarks/figures/{dataset}/nuts_mu.tsv"
+        "results/benchmarks/figures/{dataset}/K{K}/nuts_mu.tsv"
     params:
         figure="nuts_mu",
         methods=fit_methods("nuts"),
@@ -51,9 +51,9 @@ use rule plot_data as plot_density with:
     output:
         png=figure("density", "NUTS", "fitted mixture density"),
     log:
-        "logs/figures/{dataset}/density.log",
+        "logs/figures/{dataset}/K{K}/density.log",
     benchmark:
-        "results/benchmarks/figures/{dataset}/density.tsv"
+        "results/benchmarks/figures/{dataset}/K{K}/density.tsv"
     params:
         figure="density",
         methods=fit_methods("nuts"),
@@ -69,9 +69,9 @@ use rule plot_data as plot_weights with:
     output:
         png=figure("weights", "comparison", "mixture weights"),
     log:
-        "logs/figures/{dataset}/weights.log",
+        "logs/figures/{dataset}/K{K}/weights.log",
     benchmark:
-        "results/benchmarks/figures/{dataset}/weights.tsv"
+        "results/benchmarks/figures/{dataset}/K{K}/weights.tsv"
     params:
         figure="weights",
         methods=fit_methods(),
@@ -82,9 +82,9 @@ use rule plot_weights as plot_posterior_means with:
     output:
         png=figure("posterior_means", "comparison", "posterior means over the data"),
     log:
-        "logs/figures/{dataset}/posterior_means.log",
+        "logs/figures/{dataset}/K{K}/posterior_means.log",
     benchmark:
-        "results/benchmarks/figures/{dataset}/posterior_means.tsv"
+        "results/benchmarks/figures/{dataset}/K{K}/posterior_means.tsv"
     params:
         figure="posterior_means",
         methods=fit_methods(),
@@ -95,9 +95,9 @@ use rule plot_weights as plot_marginals with:
     output:
         png=figure("marginals", "comparison", "NUTS vs VI marginals"),
     log:
-        "logs/figures/{dataset}/marginals.log",
+        "logs/figures/{dataset}/K{K}/marginals.log",
     benchmark:
-        "results/benchmarks/figures/{dataset}/marginals.tsv"
+        "results/benchmarks/figures/{dataset}/K{K}/marginals.tsv"
     params:
         figure="marginals",
         methods=fit_methods(),
@@ -108,9 +108,9 @@ use rule plot_weights as plot_vi_contours with:
     output:
         png=figure("vi_contours", "ADVI", "VI posterior contours of the means"),
     log:
-        "logs/figures/{dataset}/vi_contours.log",
+        "logs/figures/{dataset}/K{K}/vi_contours.log",
     benchmark:
-        "results/benchmarks/figures/{dataset}/vi_contours.tsv"
+        "results/benchmarks/figures/{dataset}/K{K}/vi_contours.tsv"
     params:
         figure="vi_contours",
         methods=fit_methods(),
@@ -126,9 +126,9 @@ use rule plot_data as plot_elbo with:
     output:
         png=figure("elbo", "ADVI", "ELBO traces"),
     log:
-        "logs/figures/{dataset}/elbo.log",
+        "logs/figures/{dataset}/K{K}/elbo.log",
     benchmark:
-        "results/benchmarks/figures/{dataset}/elbo.tsv"
+        "results/benchmarks/figures/{dataset}/K{K}/elbo.tsv"
     params:
         figure="elbo",
         methods=fit_methods("advi"),
@@ -139,13 +139,13 @@ use rule plot_data as plot_trace with:
     input:
         data="results/data/{dataset}.csv",
         truth="results/data/{dataset}.json",
-        posteriors=["results/fits/{dataset}/{method}/posterior.nc"],
+        posteriors=[f"{FIT_DIR}/posterior.nc"],
     output:
         png=figure("trace_{method}", "diagnostics", "NUTS trace ({method})", "trace"),
     log:
-        "logs/figures/{dataset}/trace_{method}.log",
+        "logs/figures/{dataset}/K{K}/trace_{method}.log",
     benchmark:
-        "results/benchmarks/figures/{dataset}/trace_{method}.tsv"
+        "results/benchmarks/figures/{dataset}/K{K}/trace_{method}.tsv"
     wildcard_constraints:
         method=methods_of("nuts"),
     params:
@@ -158,9 +158,9 @@ use rule plot_trace as plot_rank with:
     output:
         png=figure("rank_{method}", "diagnostics", "NUTS rank plots ({method})", "rank"),
     log:
-        "logs/figures/{dataset}/rank_{method}.log",
+        "logs/figures/{dataset}/K{K}/rank_{method}.log",
     benchmark:
-        "results/benchmarks/figures/{dataset}/rank_{method}.tsv"
+        "results/benchmarks/figures/{dataset}/K{K}/rank_{method}.tsv"
     params:
         figure="rank",
         methods=lambda wildcards: [wildcards.method],

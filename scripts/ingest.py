@@ -1,10 +1,12 @@
 """Snakemake adapter: validate the user's data file and store it in the pipeline's layout."""
 
+from gmmpipe.config import model_ks
 from gmmpipe.data import Dataset, read_dataset, write_dataset
 from gmmpipe.workflow import log_to
 
 log_to(snakemake.log[0])
 spec = snakemake.params.spec
-data = read_dataset(snakemake.input[0], k=spec["model"]["K"], columns=spec["file"]["columns"])
+k = max(model_ks(spec["model"]))
+data = read_dataset(snakemake.input[0], k=k, columns=spec["file"]["columns"])
 truth = {"generator": "file", "path": str(snakemake.input[0]), "columns": spec["file"]["columns"]}
-write_dataset(Dataset(y=data.y, truth=truth), snakemake.output.csv, snakemake.output.truth)
+write_dataset(Dataset(y=data.y, truth=truth, columns=data.columns), snakemake.output.csv, snakemake.output.truth)

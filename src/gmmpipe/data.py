@@ -29,6 +29,12 @@ class Dataset:
     y: np.ndarray
     z: np.ndarray | None = None
     truth: dict[str, Any] = field(default_factory=dict)
+    columns: tuple[str, ...] = ()  # the coordinates' names; empty: x1..xD
+
+    @property
+    def names(self) -> list[str]:
+        """The coordinates' names: the file's column names, or x1..xD for simulated data."""
+        return list(self.columns) if self.columns else coordinate_names(self.d)
 
     @property
     def n(self) -> int:
@@ -126,8 +132,9 @@ def coordinate_names(d: int) -> list[str]:
 
 
 def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path) -> None:
-    """Write the observations (columns x1..xD, plus z when known) and the truth JSON."""
-    frame = pd.DataFrame(dataset.y, columns=coordinate_names(dataset.d))
+    """Write the observations (columns named as the dataset's coordinates, plus z when known)
+    and the truth JSON."""
+    frame = pd.DataFrame(dataset.y, columns=dataset.names)
     if dataset.z is not None:
         frame["z"] = dataset.z + 1
     with atomic_path(csv_path) as tmp:
@@ -264,7 +271,7 @@ def read_dataset(
     if "z" in frame.columns and not columns:
         z = pd.to_numeric(frame["z"], errors="coerce").to_numpy()
         z = z.astype(int) - 1 if np.all(np.isfinite(z)) else None
-    return Dataset(y=y, z=z)
+    return Dataset(y=y, z=z, columns=tuple(cols))
 
 
 #: The covariance structures of `stan/gmm.stan`, by their code in its data block.

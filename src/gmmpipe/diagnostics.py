@@ -1,5 +1,5 @@
 """The diagnostics gate: R-hat, ESS, divergences, tree depth and E-BFMI for NUTS; Pareto k-hat
-and convergence for ADVI and Pathfinder; convergence for optimization."""
+and convergence for ADVI, Pathfinder and Laplace; convergence for optimization."""
 
 from __future__ import annotations
 
@@ -107,6 +107,8 @@ def check(
             _check("converged", converged, 1, converged),
             khat_check((draws.stats["log_p"] - draws.stats["log_g"]).ravel(), thresholds),
         ]
+    elif algorithm == "laplace":  # draws from the normal approximation at the mode
+        checks = [khat_check((draws.stats["log_p"] - draws.stats["log_g"]).ravel(), thresholds)]
     elif algorithm == "pathfinder":
         checks = [khat_check((draws.stats["lp"] - draws.stats["lp_approx"]).ravel(), thresholds)]
     else:

@@ -9,4 +9,8 @@ spec = snakemake.params.spec
 k = max(model_ks(spec["model"]))
 data = read_dataset(snakemake.input[0], k=k, columns=spec["file"]["columns"])
 truth = {"generator": "file", "path": str(snakemake.input[0]), "columns": spec["file"]["columns"]}
-write_dataset(Dataset(y=data.y, truth=truth, columns=data.columns), snakemake.output.csv, snakemake.output.truth)
+write_dataset(
+    Dataset(y=data.y, truth=truth, columns=data.columns),
+    snakemake.output.csv,
+    snakemake.output.truth,
+)

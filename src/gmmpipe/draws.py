@@ -141,9 +141,7 @@ def relabel(draws: Draws) -> Draws:
 def _relabel_point(point: Mapping[str, Any], draws: Mapping[str, np.ndarray]) -> dict:
     """Relabel a point estimate (the ADVI mean) to match the relabelled draws (all parameters)."""
     flat = {name: value.reshape(-1, *value.shape[2:]) for name, value in draws.items()}
-    reference = component_features(
-        flat["mu"], flat["theta"], flat.get("sigma"), flat.get("Omega")
-    )
+    reference = component_features(flat["mu"], flat["theta"], flat.get("sigma"), flat.get("Omega"))
     values = {name: np.asarray(point[name])[None] for name in flat}
     features = component_features(
         values["mu"], values["theta"], values.get("sigma"), values.get("Omega")

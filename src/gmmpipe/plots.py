@@ -5,6 +5,7 @@ methods are told apart by marker and line style. Every function returns a matplo
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -44,7 +45,7 @@ TRUTH_STYLE = {"marker": "X", "s": 140, "c": "black", "edgecolors": "white", "zo
 _MARKERS = ["o", "s", "D", "^", "v", "P", "*", "h"]
 _LINESTYLES = ["-", "--", ":", "-."]
 MAX_DRAWS_SHOWN = 1000  # posterior draws drawn per component in scatter plots
-VI_ALGORITHMS = ("advi", "pathfinder")
+VI_ALGORITHMS = ("advi", "pathfinder", "laplace")
 
 
 def component_colors(k: int) -> list[str]:
@@ -652,10 +653,24 @@ def plot_nuts_rank(fit: MethodFit) -> Figure:
 
 
 def read_observations(path: str | Path) -> np.ndarray:
-    """The coordinates x1..xD of a dataset CSV as an (N, D) array."""
+    """The coordinates (every column but the true component z) of a dataset CSV, (N, D)."""
     frame = pd.read_csv(path)
-    cols = [c for c in frame.columns if c.startswith("x") and c[1:].isdigit()]
-    return frame[cols].to_numpy(dtype=float)
+    return frame[[c for c in frame.columns if c != "z"]].to_numpy(dtype=float)
+
+
+def name_axes(fig: Figure, names: Sequence[str]) -> None:
+    """Put the data's coordinate names on the axes labels drawn with x1..xD."""
+
+    def rename(label: str) -> str:
+        return re.sub(
+            r"\bx(\d+)\b",
+            lambda m: names[int(m.group(1)) - 1] if int(m.group(1)) <= len(names) else m.group(0),
+            label,
+        )
+
+    for ax in fig.axes:
+        ax.set_xlabel(rename(ax.get_xlabel()))
+        ax.set_ylabel(rename(ax.get_ylabel()))
 
 
 Builder = Callable[[np.ndarray, dict[str, MethodFit], dict[str, Any], int], Figure]
@@ -696,5 +711,7 @@ def make_figure(
     fig = FIGURES[name](
         y, fits, read_json(truth) if truth else {}, settings.get("max_points", 5000)
     )
+    if data:
+        name_axes(fig, [c for c in pd.read_csv(data, nrows=0).columns if c != "z"])
     save_figure(fig, output, dpi=settings.get("dpi", 120))
     logger.info("wrote %s", output)

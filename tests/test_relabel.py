@@ -69,7 +69,7 @@ def test_relabel_draws_keeps_chains_and_all_parameters_aligned():
     rng = np.random.default_rng(5)
     mu = np.array([[0.0], [0.1]])
     sigma = np.array([[0.3], [3.0]])
-    draws, scrambled, _ = _scrambled(rng, 400, mu, [0.5, 0.5], sigma, sd=0.05)
+    _, scrambled, _ = _scrambled(rng, 400, mu, [0.5, 0.5], sigma, sd=0.05)
     fit = Draws(
         mu=scrambled["mu"].reshape(2, 200, 2, 1),
         theta=scrambled["theta"].reshape(2, 200, 2),

@@ -72,6 +72,8 @@ def nuts_checks(draws: Draws, thresholds: Mapping[str, Any], max_treedepth: int)
 def _free_parameters(draws: Draws) -> dict[str, np.ndarray]:
     """The parameters to check: Omega's constant diagonal and upper triangle left out."""
     posterior = draws.components()
+    if posterior["theta"].shape[-1] == 1:  # K = 1: the weight is the constant 1
+        del posterior["theta"]
     if "Omega" in posterior:
         lower = np.tril_indices(posterior["Omega"].shape[-1], k=-1)
         posterior["Omega"] = posterior["Omega"][..., lower[0], lower[1]]
@@ -108,7 +110,7 @@ def check(
             khat_check((draws.stats["log_p"] - draws.stats["log_g"]).ravel(), thresholds),
         ]
     elif algorithm == "laplace":  # draws from the normal approximation at the mode
-        checks = [khat_check((draws.stats["log_p"] - draws.stats["log_g"]).ravel(), thresholds)]
+        checks = [khat_check((draws.stats["log_p"] - draws.stats["log_q"]).ravel(), thresholds)]
     elif algorithm == "pathfinder":
         checks = [khat_check((draws.stats["lp"] - draws.stats["lp_approx"]).ravel(), thresholds)]
     else:

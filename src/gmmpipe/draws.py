@@ -31,6 +31,7 @@ SAMPLE_STATS = {  # CmdStan column -> ArviZ name
     "energy__": "energy",
     "log_p__": "log_p",
     "log_g__": "log_g",
+    "log_q__": "log_q",  # Laplace: the normal approximation's log density
     "lp_approx__": "lp_approx",
 }
 

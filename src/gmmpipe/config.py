@@ -242,7 +242,7 @@ def compare_method(config: Mapping[str, Any], methods: list[str]) -> str | None:
     if name is not None:
         spec = config["methods"].get(name)
         if spec is None or spec["algorithm"] not in DRAW_ALGORITHMS:
-            why = "not in 'methods'" if spec is None else f"a {spec['algorithm']} method"
+            why = "not in 'methods'" if spec is None else f"its algorithm is {spec['algorithm']}"
             raise ConfigError(
                 f"config: 'compare.method' = {name!r}: {why}; LOO needs posterior draws "
                 f"(a method with algorithm {' / '.join(DRAW_ALGORITHMS)})"

@@ -139,3 +139,20 @@ def test_seed_small_suggests_k2(tmp_path, gmm_exe):
     data = simulate_seed_notebook(100)
     evidence, table, _, _ = _sweep(tmp_path, gmm_exe, data, {"mu_sd": 1.0, "alpha": 0.1}, [1, 2, 3])
     assert evidence["suggested_K"] == 2, table.to_string()
+
+
+def test_cmdstan_refit_leaves_the_points_out(tmp_path, gmm_exe):
+    """The fallback's refit runs the compared method on the data without the given points."""
+    data = simulate_mixture(40, [[0.0, 0.0]], [1.0], seed=5)
+    data.y[0] = [30.0, 30.0]  # an outlier that moves the mean by 0.75 when it is in
+    model = {"K": 1, "mu_sd": 50.0, "alpha": 1.0}
+    start = {"mu": data.y.mean(axis=0)[None, None], "theta": np.ones((1, 1))}
+    refit = loo.cmdstan_refit(
+        gmm_exe, data, dataset_spec={"model": model}, method_spec=LAPLACE, seed=1,
+        start=start, workdir=tmp_path,
+    )  # fmt: skip
+    draws = refit(np.array([0]))
+    assert draws["mu"].shape == (500, 1, 2)
+    np.testing.assert_allclose(draws["mu"].mean(axis=0)[0], data.y[1:].mean(axis=0), atol=0.1)
+    folds = refit(np.arange(20))  # a K-fold fold: half of the points out
+    np.testing.assert_allclose(folds["mu"].mean(axis=0)[0], data.y[20:].mean(axis=0), atol=0.15)

@@ -19,7 +19,7 @@ include: "rules/model.smk"
 include: "rules/fit.smk"
 include: "rules/summarize.smk"
 include: "rules/plot.smk"
-include: "rules/ppc.smk"
+include: "rules/compare.smk"
 include: "rules/report.smk"
 include: "rules/sbc.smk"
 

@@ -8,9 +8,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 try:
-    from gmmpipe.config import derived_seed, fits, load_schema, validate_config
+    from gmmpipe.config import (
+        compare_method,
+        derived_seed,
+        fits,
+        load_schema,
+        model_ks,
+        validate_config,
+        with_k,
+    )
     from gmmpipe.errors import ConfigError
-    from gmmpipe.fit import FIT_FILES
+    from gmmpipe.fit import FIT_DIR, FIT_FILES, fit_dir
 except ImportError as err:
     raise WorkflowError(
         "The gmmpipe package is not importable; install it with `pip install -e .` "
@@ -25,12 +33,13 @@ try:
         config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml")
     )
     FITS = fits(_completed)
+    COMPARE_METHOD = compare_method(_completed, sorted({f.method for f in FITS}))
 except ConfigError as err:
     raise WorkflowError(str(err))
 config.clear()
 config.update(_completed)
 
-DATASETS = sorted({d for d, _ in FITS})
+DATASETS = sorted({f.dataset for f in FITS})
 SIMULATED = [d for d in config["datasets"] if "simulate" in config["datasets"][d]]
 USER_FILES = [d for d in config["datasets"] if "file" in config["datasets"][d]]
 
@@ -50,11 +59,12 @@ def methods_of(algorithm):
 wildcard_constraints:
     dataset=_alternation(config["datasets"]),
     method=_alternation(config["methods"]),
+    K=r"[1-9][0-9]*",
 
 
 def dataset_spec(wildcards):
-    """The validated config entry of a dataset."""
-    return config["datasets"][wildcards.dataset]
+    """The validated config entry of a dataset, with `model.K` the fit's K."""
+    return with_k(config["datasets"][wildcards.dataset], wildcards.K)
 
 
 def data_file(wildcards):
@@ -72,9 +82,6 @@ def data_checksum(wildcards):
 def method_spec(wildcards):
     """The validated config entry of the method of a fit rule."""
     return config["methods"][wildcards.method]
-
-
-FIT_DIR = "results/fits/{dataset}/{method}"
 
 
 def fit_outputs(*extra):
@@ -97,7 +104,7 @@ def fit_inputs(wildcards):
     }
     init = config["methods"][wildcards.method].get("init")
     if init:
-        inputs["init"] = f"results/fits/{wildcards.dataset}/{init}/posterior.nc"
+        inputs["init"] = f"{fit_dir(wildcards.dataset, wildcards.K, init)}/posterior.nc"
     return inputs
 
 
@@ -113,21 +120,20 @@ def fit_threads(wildcards):
     return method_threads(config["methods"][wildcards.method])
 
 
-def dataset_fits(wildcards):
-    """Every fit of one dataset that the targets ask for."""
-    return {
-        method: f"results/fits/{wildcards.dataset}/{method}/posterior.nc"
-        for d, method in FITS
-        if d == wildcards.dataset
-    }
-
-
 def get_final_output():
     """Everything `rule all` builds (fits, each dataset's tables and figures, provenance)."""
-    outputs = [f"results/fits/{d}/{m}/summary.csv" for d, m in FITS]
+    outputs = [f"{fit_dir(*fit)}/summary.csv" for fit in FITS]
+    for dataset, k in dataset_ks():
+        outputs += table_targets(dataset, k) + figure_targets(dataset, k)
     for dataset in DATASETS:
-        outputs += table_targets(dataset) + figure_targets(dataset)
+        outputs += compare_targets(dataset)
     return outputs + list(PROVENANCE.values())
+
+
+def dataset_ks(dataset=None):
+    """The (dataset, K) pairs of the target fits, in config order."""
+    pairs = [(f.dataset, f.k) for f in FITS]
+    return [p for p in dict.fromkeys(pairs) if dataset is None or p[0] == dataset]
 
 
 def fit_seed(wildcards):
@@ -137,8 +143,8 @@ def fit_seed(wildcards):
 
 # --- Tables, figures, provenance (rules/summarize.smk, plot.smk, report.smk) ---------------
 
-ALGORITHMS = ("optimize", "nuts", "advi", "pathfinder")
-VI = ("advi", "pathfinder")
+ALGORITHMS = ("optimize", "nuts", "advi", "pathfinder", "laplace")
+VI = ("advi", "pathfinder", "laplace")
 # The figures of a dataset and what they need: one method from each listed group of algorithms.
 FIGURE_NEEDS = {
     "data": [],
@@ -151,9 +157,9 @@ FIGURE_NEEDS = {
     "density": [("nuts",)],
     "ppc": [("nuts",)],
 }
-TABLES = "results/tables/{dataset}"
-# One folder of figures per dataset: <name>.png for every name of figure_names(dataset).
-FIGURES = "results/figures/{dataset}"
+TABLES = "results/tables/{dataset}/K{K}"
+# One folder of figures per dataset and K: <name>.png for every name of figure_names(dataset).
+FIGURES = "results/figures/{dataset}/K{K}"
 PROVENANCE = {
     "json": "results/provenance/provenance.json",
     "html": "results/provenance/provenance.html",
@@ -163,11 +169,11 @@ PROVENANCE = {
 
 def dataset_methods(dataset, *algorithms):
     """The dataset's target methods in config order, only those of `algorithms` if given."""
+    methods = dict.fromkeys(f.method for f in FITS if f.dataset == dataset)
     return [
         m
-        for d, m in FITS
-        if d == dataset
-        and (not algorithms or config["methods"][m]["algorithm"] in algorithms)
+        for m in methods
+        if not algorithms or config["methods"][m]["algorithm"] in algorithms
     ]
 
 
@@ -183,9 +189,9 @@ def figure_names(dataset):
     return names
 
 
-def figure_targets(dataset):
-    """The figures folder of one dataset (one job draws every figure of figure_names)."""
-    return [FIGURES.format(dataset=dataset)]
+def figure_targets(dataset, k):
+    """The figures folder of one dataset's K (one job draws every figure of figure_names)."""
+    return [FIGURES.format(dataset=dataset, K=k)]
 
 
 # The report's category and label of each kind of figure (trace and rank: one per NUTS fit).
@@ -198,11 +204,17 @@ FIGURE_REPORT = {
     "marginals": ("comparison", "NUTS vs VI marginals"),
     "vi_contours": ("ADVI", "VI posterior contours of the means"),
     "elbo": ("ADVI", "ELBO traces"),
+    "ppc": ("NUTS", "posterior predictive check"),
     "trace": ("diagnostics", "NUTS trace ({method})"),
     "rank": ("diagnostics", "NUTS rank plots ({method})"),
 }
 # The algorithms whose fits a figure shows (data: none; not listed: every fit of the dataset).
-FIGURE_METHODS = {"nuts_mu": ("nuts",), "density": ("nuts",), "elbo": ("advi",)}
+FIGURE_METHODS = {
+    "nuts_mu": ("nuts",),
+    "density": ("nuts",),
+    "elbo": ("advi",),
+    "ppc": ("nuts",),
+}
 
 
 def figure_kind(name):
@@ -222,7 +234,7 @@ def figure_labels(wildcards):
     """Report labels of the figure file `wildcards.name`."""
     kind, method = figure_kind(wildcards.name)
     label = FIGURE_REPORT[kind][1].format(method=method)
-    return {"dataset": wildcards.dataset, "figure": label}
+    return {"dataset": wildcards.dataset, "K": wildcards.K, "figure": label}
 
 
 def figure_methods(wildcards):
@@ -236,9 +248,9 @@ def figure_methods(wildcards):
     return figures
 
 
-def table_targets(dataset):
-    """The comparison and diagnostics tables of one dataset."""
-    stem = TABLES.format(dataset=dataset)
+def table_targets(dataset, k):
+    """The comparison and diagnostics tables of one dataset's K."""
+    stem = TABLES.format(dataset=dataset, K=k)
     return [
         f"{stem}_comparison.csv",
         f"{stem}_comparison.html",
@@ -249,7 +261,7 @@ def table_targets(dataset):
 def fit_files(name, *algorithms):
     """Input function: file `name` of every fit of the dataset (of `algorithms`, if given)."""
     return lambda wildcards: [
-        f"results/fits/{wildcards.dataset}/{m}/{name}"
+        f"{fit_dir(wildcards.dataset, wildcards.K, m)}/{name}"
         for m in dataset_methods(wildcards.dataset, *algorithms)
     ]
 
@@ -261,7 +273,7 @@ def fit_methods(*algorithms):
 
 def all_fit_files(name):
     """File `name` of every target fit (for provenance)."""
-    return [f"results/fits/{d}/{m}/{name}" for d, m in FITS]
+    return [f"{fit_dir(*fit)}/{name}" for fit in FITS]
 
 
 def check_results_writable():
@@ -293,9 +305,9 @@ def report_diagnostics():
 def plot_benchmarks():
     """Benchmark files of every figure and table rule (for provenance)."""
     paths = []
-    for dataset in DATASETS:
-        paths.append(f"results/benchmarks/tables/{dataset}.tsv")
-        paths.append(f"results/benchmarks/figures/{dataset}.tsv")
+    for dataset, k in dataset_ks():
+        paths.append(f"results/benchmarks/tables/{dataset}/K{k}.tsv")
+        paths.append(f"results/benchmarks/figures/{dataset}/K{k}.tsv")
     return paths
 
 
@@ -304,3 +316,42 @@ def git_state(wildcards):
     from gmmpipe.provenance import git_state as state
 
     return state(workflow.basedir)
+
+
+# --- Choosing K and membership (rules/compare.smk) --------------------------------------------
+
+COMPARE = "results/compare/{dataset}"
+
+
+def compare_targets(dataset):
+    """The dataset's K comparison and the membership files of every K, for the compared
+    method (none when no target method has posterior draws)."""
+    if COMPARE_METHOD is None:
+        return []
+    stem = COMPARE.format(dataset=dataset)
+    outputs = [f"{stem}/loo.csv", f"{stem}/loo.html", f"{stem}/loo.png"]
+    for _, k in dataset_ks(dataset):
+        folder = fit_dir(dataset, k, COMPARE_METHOD)
+        outputs += [f"{folder}/membership.csv", f"{folder}/membership.json"]
+    return outputs
+
+
+def compared_fits(name):
+    """Input function: file `name` of the compared method's fit of every K of the dataset."""
+    return lambda wildcards: [
+        f"{fit_dir(wildcards.dataset, k, COMPARE_METHOD)}/{name}"
+        for _, k in dataset_ks(wildcards.dataset)
+    ]
+
+
+def compare_params(wildcards):
+    """The compare step's settings, the Ks in input order, and what its refits need."""
+    spec = config["methods"][COMPARE_METHOD]
+    return {
+        "ks": [k for _, k in dataset_ks(wildcards.dataset)],
+        "method": COMPARE_METHOD,
+        "settings": config["compare"],
+        "dataset_spec": config["datasets"][wildcards.dataset],
+        "method_spec": spec,
+        "seed": derived_seed(config["seed"], wildcards.dataset, COMPARE_METHOD, "loo"),
+    }

@@ -8,9 +8,9 @@ rule optimize:
     output:
         **fit_outputs(),
     log:
-        "logs/fits/{dataset}/{method}.log",
+        "logs/fits/{dataset}/K{K}/{method}.log",
     benchmark:
-        "results/benchmarks/{dataset}/{method}.tsv"
+        "results/benchmarks/{dataset}/K{K}/{method}.tsv"
     wildcard_constraints:
         method=methods_of("optimize"),
     conda:
@@ -45,3 +45,8 @@ use rule optimize as variational with:
 use rule optimize as pathfinder with:
     wildcard_constraints:
         method=methods_of("pathfinder"),
+
+
+use rule optimize as laplace with:
+    wildcard_constraints:
+        method=methods_of("laplace"),

@@ -1,5 +1,5 @@
-# Figures per dataset (results/figures/{dataset}/<name>.png): the seed notebook's seven plots and
-# ArviZ trace/rank plots per NUTS fit. One job per dataset draws all of them (one Python start-up;
+# Figures per dataset (results/figures/{dataset}/K{K}/<name>.png): the seed notebook's seven plots and
+# ArviZ trace/rank plots per NUTS fit. One job per dataset and K draws all of them (one Python start-up;
 # data and fits read once). Which figures a dataset gets depends on its methods; which fits each
 # figure shows, its report category and label are set in rules/common.smk (FIGURE_NEEDS,
 # FIGURE_METHODS, FIGURE_REPORT); report/figures.rst captions each kind.
@@ -23,9 +23,9 @@ rule figures:
             labels=figure_labels,
         ),
     log:
-        "logs/figures/{dataset}.log",
+        "logs/figures/{dataset}/K{K}.log",
     benchmark:
-        "results/benchmarks/figures/{dataset}.tsv"
+        "results/benchmarks/figures/{dataset}/K{K}.tsv"
     conda:
         "../envs/plots.yaml"
     params:

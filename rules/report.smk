@@ -10,7 +10,7 @@ rule provenance:
         header="stan/user_header.hpp",
         fits=all_fit_files("fit.json"),
         diagnostics=all_fit_files("diagnostics.json"),
-        benchmarks=[f"results/benchmarks/{d}/{m}.tsv" for d, m in FITS]
+        benchmarks=[f"results/benchmarks/{d}/K{k}/{m}.tsv" for d, k, m in FITS]
         + plot_benchmarks(),
     output:
         json=PROVENANCE["json"],
@@ -32,7 +32,7 @@ rule provenance:
     conda:
         "../envs/tables.yaml"
     params:
-        fits=[f"{d}/{m}" for d, m in FITS],
+        fits=[f"{d}/K{k}/{m}" for d, k, m in FITS],
         git=git_state,
     script:
         "../scripts/provenance.py"

@@ -14,40 +14,52 @@ rule summarize:
             caption="../report/tables/comparison.rst",
             category="comparison",
             subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "table": "methods compared (CSV)"},
+            labels={
+                "dataset": "{dataset}",
+                "K": "{K}",
+                "table": "methods compared (CSV)",
+            },
         ),
         markdown=report(
             f"{TABLES}_comparison.md",
             caption="../report/tables/comparison.rst",
             category="comparison",
             subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "table": "methods compared (Markdown)"},
+            labels={
+                "dataset": "{dataset}",
+                "K": "{K}",
+                "table": "methods compared (Markdown)",
+            },
         ),
         html=report(
             f"{TABLES}_comparison.html",
             caption="../report/tables/comparison.rst",
             category="comparison",
             subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "table": "methods compared"},
+            labels={"dataset": "{dataset}", "K": "{K}", "table": "methods compared"},
         ),
         diagnostics_csv=report(
             f"{TABLES}_diagnostics.csv",
             caption="../report/tables/diagnostics.rst",
             category="diagnostics",
             subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "table": "diagnostics checks (CSV)"},
+            labels={
+                "dataset": "{dataset}",
+                "K": "{K}",
+                "table": "diagnostics checks (CSV)",
+            },
         ),
         diagnostics_html=report(
             f"{TABLES}_diagnostics.html",
             caption="../report/tables/diagnostics.rst",
             category="diagnostics",
             subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "table": "diagnostics checks"},
+            labels={"dataset": "{dataset}", "K": "{K}", "table": "diagnostics checks"},
         ),
     log:
-        "logs/tables/{dataset}.log",
+        "logs/tables/{dataset}/K{K}.log",
     benchmark:
-        "results/benchmarks/tables/{dataset}.tsv"
+        "results/benchmarks/tables/{dataset}/K{K}.tsv"
     conda:
         "../envs/tables.yaml"
     params:

@@ -1,13 +1,15 @@
 """Snakemake adapter: validate the user's data file and store it in the pipeline's layout."""
 
+from gmmpipe.config import model_ks
 from gmmpipe.data import Dataset, read_dataset, write_dataset
 from gmmpipe.workflow import log_to
 
 log_to(snakemake.log[0])
 spec = snakemake.params.spec
+k = max(model_ks(spec["model"]))
 data = read_dataset(
     snakemake.input[0],
-    k=spec["model"]["K"],
+    k=k,
     columns=spec["file"]["columns"],
     header=spec["file"]["header"],
 )
@@ -17,4 +19,8 @@ truth = {
     "columns": spec["file"]["columns"],
     "checksum": snakemake.params.checksum,
 }
-write_dataset(Dataset(y=data.y, truth=truth), snakemake.output.csv, snakemake.output.truth)
+write_dataset(
+    Dataset(y=data.y, truth=truth, columns=data.columns),
+    snakemake.output.csv,
+    snakemake.output.truth,
+)

@@ -12,7 +12,8 @@ from gmmpipe.config import validate_config
 from gmmpipe.data import Dataset, read_dataset, stan_data
 from gmmpipe.draws import Draws, read_draws, relabel
 from gmmpipe.errors import ConfigError, DataError
-from gmmpipe.fit import stan_inits, to_inference_data
+from gmmpipe.fit import to_inference_data
+from gmmpipe.inits import stan_inits
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from workflow_helpers import (
 )
 
 from gmmpipe.config import derived_seed
+from gmmpipe.fit import fit_dir as workflow_fit_dir
 
 FIT_FILES = ("posterior.nc", "summary.csv", "diagnostics.json", "fit.json")
 
@@ -64,7 +65,14 @@ def _config() -> dict[str, Any]:
 
 
 FITS = [("tiny", "map"), ("mid", "map"), ("mid", "nuts")]
-TARGETS = [f"results/fits/{d}/{m}/summary.csv" for d, m in FITS]
+
+
+def fit_path(dataset: str, method: str) -> str:
+    """The folder of a K = 2 fit (every dataset here has K = 2)."""
+    return workflow_fit_dir(dataset, 2, method)
+
+
+TARGETS = [f"{fit_path(d, m)}/summary.csv" for d, m in FITS]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +115,7 @@ def _nuts_job_processes(snakemake_pid: int) -> list[psutil.Process]:
 def _kill_during_nuts(workdir: Path, *, everything: bool) -> dict[str, Any]:
     """Start the run and, while NUTS samples `mid`, SIGKILL either the NUTS job (its script
     and CmdStan) or every process of the run, Snakemake included."""
-    fit_dir = workdir / "results" / "fits" / "mid" / "nuts"
+    fit_dir = workdir / fit_path("mid", "nuts")
     log = workdir / f"killed_{'all' if everything else 'job'}.out"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -153,7 +161,7 @@ def interrupted(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     """kill -9 the NUTS job, rerun; kill -9 all of Snakemake during NUTS, fake outputs that
     look finished, unlock, rerun."""
     workdir = make_workflow(tmp_path_factory.mktemp("interrupted"), _config(), model_dir)
-    fit_dir = workdir / "results" / "fits" / "mid" / "nuts"
+    fit_dir = workdir / fit_path("mid", "nuts")
     state: dict[str, Any] = {"workdir": workdir}
     state["job"] = _kill_during_nuts(workdir, everything=False)
     state["job_rerun"] = snakemake(workdir, *TARGETS)
@@ -186,7 +194,7 @@ def test_killed_nuts_job_fails_cleanly_and_rerun_completes(
     assert [t.startswith(".cmdstan.") for t in killed["temporaries"]] == [True]
     rerun = interrupted["job_rerun"]
     assert rerun.returncode == 0, output(rerun)
-    assert scheduled_outputs(rerun) >= {"results/fits/mid/nuts/posterior.nc"}
+    assert scheduled_outputs(rerun) >= {f"{fit_path('mid', 'nuts')}/posterior.nc"}
 
 
 @pytest.mark.cmdstan
@@ -200,7 +208,7 @@ def test_killed_snakemake_leaves_no_finished_looking_output(interrupted: dict[st
     assert "--unlock" in output(interrupted["locked"])
     assert interrupted["unlock"].returncode == 0
     dry_run = interrupted["dry_run"]
-    assert "results/fits/mid/nuts/posterior.nc" in scheduled_outputs(dry_run), output(dry_run)
+    assert f"{fit_path('mid', 'nuts')}/posterior.nc" in scheduled_outputs(dry_run), output(dry_run)
     assert re.search(r"incomplete|Forced execution", output(dry_run)), output(dry_run)
     assert interrupted["rerun"].returncode == 0, output(interrupted["rerun"])
 
@@ -223,7 +231,7 @@ def _draw_rows(csv: Path) -> list[str]:
 def _assert_same_results(a: Path, b: Path) -> None:
     """Identical draws, tables and diagnostics in two workflow directories."""
     for dataset, method in FITS:
-        fa, fb = (w / "results" / "fits" / dataset / method for w in (a, b))
+        fa, fb = (w / fit_path(dataset, method) for w in (a, b))
         for group in ("posterior", "sample_stats"):
             try:
                 da, db = (xr.open_dataset(f / "posterior.nc", group=group) for f in (fa, fb))
@@ -247,7 +255,7 @@ def _assert_same_results(a: Path, b: Path) -> None:
 @pytest.mark.cmdstan
 @pytest.mark.workflow
 def test_chains_get_distinct_seeds_derived_from_the_fit_seed(reference: Path) -> None:
-    fit_dir = reference / "results" / "fits" / "mid" / "nuts"
+    fit_dir = reference / fit_path("mid", "nuts")
     seed = json.loads((fit_dir / "fit.json").read_text())["seed"]
     assert seed == derived_seed(5, "mid", "nuts")
     draws = {}
@@ -311,7 +319,10 @@ def test_rerun_does_nothing_then_only_what_changed(reference: Path) -> None:
     with _edited_config(reference, "datasets.mid.model.mu_sd", 2.0):
         result = snakemake(reference, "-n", *TARGETS)
     changed = scheduled_outputs(result)
-    assert {"results/fits/mid/map/posterior.nc", "results/fits/mid/nuts/posterior.nc"} <= changed
+    assert {
+        f"{fit_path('mid', 'map')}/posterior.nc",
+        f"{fit_path('mid', 'nuts')}/posterior.nc",
+    } <= changed
     assert not any("/tiny" in p for p in changed), changed
 
     again = snakemake(reference, "-n", *TARGETS)  # the restored config is up to date again
@@ -331,7 +342,7 @@ def failures(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     """Fits that do not converge, recorded (default) or failing the rule (strict)."""
     config = small_config(methods=FAILING_METHODS)
     workdir = make_workflow(tmp_path_factory.mktemp("failures"), config, model_dir)
-    targets = [f"results/fits/tiny/{m}/summary.csv" for m in FAILING_METHODS]
+    targets = [f"{fit_path('tiny', m)}/summary.csv" for m in FAILING_METHODS]
     result = snakemake(workdir, "--keep-going", *targets)
     assert result.returncode != 0, output(result)
     return workdir, output(result)
@@ -342,11 +353,11 @@ def failures(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
 @pytest.mark.parametrize("method", ["advi_short", "map_short"])
 def test_non_convergence_is_recorded(failures: tuple[Path, str], method: str) -> None:
     workdir, _ = failures
-    fit_dir = workdir / "results" / "fits" / "tiny" / method
+    fit_dir = workdir / fit_path("tiny", method)
     report = json.loads((fit_dir / "diagnostics.json").read_text())
     assert report["passed"] is False
     assert any(f.startswith("converged = 0") for f in report["failures"]), report
-    log = (workdir / "logs" / "fits" / "tiny" / f"{method}.log").read_text()
+    log = (workdir / "logs" / "fits" / "tiny" / "K2" / f"{method}.log").read_text()
     assert "diagnostics failed: converged = 0" in log
     assert all((fit_dir / name).is_file() for name in FIT_FILES)
 
@@ -361,9 +372,9 @@ def test_strict_non_convergence_fails_the_rule(
 ) -> None:
     workdir, text = failures
     message = f"FitError: {algorithm} diagnostics failed: converged = 0"
-    assert message in (workdir / "logs" / "fits" / "tiny" / f"{method}.log").read_text()
+    assert message in (workdir / "logs" / "fits" / "tiny" / "K2" / f"{method}.log").read_text()
     assert message in text  # shown by snakemake itself
-    fit_dir = workdir / "results" / "fits" / "tiny" / method
+    fit_dir = workdir / fit_path("tiny", method)
     assert not fit_dir.exists() or not any(fit_dir.iterdir()), list(fit_dir.iterdir())
     assert stray_temporaries(workdir / "results") == []
 

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from fixtures.report.fake_fits import write_fake_dataset
 
+from gmmpipe.fit import fit_dir
 from gmmpipe.provenance import git_state, job_times, write_provenance
 
 CHROMIUM_FLAGS = [
@@ -142,6 +144,7 @@ TINY_CONFIG = {  # the methods of fixtures/report/fake_fits.py
         "advi_fullrank": {"algorithm": "advi", "variational": "fullrank"},
         "pathfinder": {"algorithm": "pathfinder"},
     },
+    "compare": {"max_refits": 0},  # the executable is fake: no refits
 }  # fmt: skip
 # (category, label of a result in it) opened in the browser; one per category
 VIEWS = [
@@ -150,6 +153,7 @@ VIEWS = [
     ("ADVI", "VI posterior contours of the means"),
     ("comparison", "NUTS vs VI marginals"),
     ("diagnostics", "NUTS trace (nuts)"),
+    ("choosing K", "elpd, weights, k-hat by K"),
 ]
 
 
@@ -169,14 +173,16 @@ def _faked_workflow(root: Path, work: Path, config: dict) -> Path:
         '{"cmdstan": "2.35.0", "stanc": "stanc3 v2.35.0 (Unix)", "path": "/fake"}'
     )
     methods = {m: spec["algorithm"] for m, spec in config["methods"].items()}
-    fake = write_fake_dataset(results / "fits" / "tiny", n=300, shift=2.0, methods=methods)
+    fake = write_fake_dataset(
+        work / Path(fit_dir("tiny", 2, "any")).parent, n=300, shift=2.0, methods=methods
+    )
     (results / "data").mkdir()
     fake["data"].rename(results / "data" / "tiny.csv")
     fake["truth"].rename(results / "data" / "tiny.json")
     for method, posterior in fake["posteriors"].items():
         (posterior.parent / "summary.csv").write_text("parameter,mean\n")
         (posterior.parent / "cmdstan").mkdir()
-        bench = results / "benchmarks" / "tiny" / f"{method}.tsv"
+        bench = results / "benchmarks" / "tiny" / "K2" / f"{method}.tsv"
         bench.parent.mkdir(parents=True, exist_ok=True)
         bench.write_text("s\th:m:s\tmax_rss\tcpu_time\n0.5\t0:00:00\t100\t0.4\n")
     for step, folder in enumerate(["model", "data", "fits", "benchmarks"], start=1):
@@ -251,7 +257,15 @@ def _open(report: Path, steps: list[str], name: str) -> tuple[str, np.ndarray]:
 @pytest.mark.workflow
 def test_report_renders_every_category(report):
     dom, shot = _open(report, [], "home")
-    for category in ("data", "NUTS", "ADVI", "comparison", "diagnostics", "provenance"):
+    for category in (
+        "data",
+        "NUTS",
+        "ADVI",
+        "comparison",
+        "diagnostics",
+        "provenance",
+        "choosing K",
+    ):
         assert f"<span>{category}</span>" in dom, category
     assert "Gaussian Mixture Model with ADVI" in dom  # the workflow description rendered
     assert shot.std() > 0.05
@@ -270,3 +284,18 @@ def test_report_shows_non_blank_figures(report, category, label):
     assert figure.shape[0] > 300 and figure.std() > 0.05, "blank figure"
     panel = shot[:, shot.shape[1] // 2 :]  # the result is shown right of the menu
     assert panel.std() > 0.05, "nothing rendered where the figure should be"
+
+
+@pytest.mark.workflow
+def test_report_has_the_k_comparison_table_and_figure(report):
+    """The compare step ran on the fake fits; its table and figure are results of the report."""
+    text = report.read_text()
+    for name in ("loo.html", "loo.png", "K compared by LOO", "elpd, weights, k-hat by K"):
+        assert name in text, name
+    work = report.parent
+    table = pd.read_csv(work / "results" / "compare" / "tiny" / "loo.csv")
+    assert table["K"].tolist() == [2] and table["suggested"].all()
+    membership = pd.read_csv(work / fit_dir("tiny", 2, "nuts") / "membership.csv")
+    assert len(membership) == 300 and {"x1", "x2", "z", "label", "p1", "p2_q95"} <= set(
+        membership.columns
+    )

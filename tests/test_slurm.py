@@ -27,6 +27,8 @@ import yaml
 from slurm_cluster import Cluster, one_node
 from workflow_helpers import ROOT, make_workflow, output, scheduled_rules
 
+from gmmpipe.fit import fit_dir
+
 SLURM_PROFILE = ROOT / "profiles" / "slurm"
 CONFIG: dict[str, Any] = {
     "seed": 20261125,
@@ -59,7 +61,7 @@ SBC = {
 }
 SBC_BATCHES = 4
 FIT_FILES = ("posterior.nc", "summary.csv", "diagnostics.json", "fit.json")
-TARGETS = [f"results/fits/seed_small/{m}/{name}" for m in CONFIG["methods"] for name in FIT_FILES]
+TARGETS = [f"{fit_dir('seed_small', 2, m)}/{name}" for m in CONFIG["methods"] for name in FIT_FILES]
 RULE_JOBS = {"simulate", "compile", "optimize", "sample"}
 # Settings for a cluster without accounting (see tests/slurm_cluster.py): job states from
 # squeue, an early first status check, no account guessing, SLURM logs kept for the checks.
@@ -212,8 +214,8 @@ def test_slurm_results_equal_a_local_run(slurm_run, tmp_path):
     assert result.returncode == 0, output(result)
     assert "rule compile:" not in output(result)
     for method in CONFIG["methods"]:
-        slurm_fit = slurm_dir / "results" / "fits" / "seed_small" / method
-        local_fit = local_dir / "results" / "fits" / "seed_small" / method
+        slurm_fit = slurm_dir / fit_dir("seed_small", 2, method)
+        local_fit = local_dir / fit_dir("seed_small", 2, method)
         # Every group's values and coordinates (attributes hold creation times).
         with (
             xr.open_datatree(slurm_fit / "posterior.nc") as got,

@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema
 import numpy as np
@@ -207,7 +207,7 @@ def _check_semantics(config: Mapping[str, Any]) -> None:
             "and _=.,+:/-), because make passes them to a shell"
         )
     for name, dataset in config["datasets"].items():
-        k = dataset["model"]["K"]
+        k = max(model_ks(dataset["model"]))
         sim = dataset.get("simulate")
         if sim is None:
             continue
@@ -253,8 +253,28 @@ def _check_mixture(where: str, sim: Mapping[str, Any]) -> None:
             )
 
 
-def fits(config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The (dataset, method) pairs the default target builds, checking the names in `targets`."""
+def model_ks(model: Mapping[str, Any]) -> list[int]:
+    """The component counts of a dataset's `model.K` (one number or a list), ascending."""
+    k = model["K"]
+    return sorted({int(v) for v in k}) if isinstance(k, list) else [int(k)]
+
+
+def with_k(dataset_spec: Mapping[str, Any], k: int) -> dict[str, Any]:
+    """A dataset's config entry for one fit: `model.K` set to the single count `k`."""
+    return {**dataset_spec, "model": {**dataset_spec["model"], "K": int(k)}}
+
+
+class Fit(NamedTuple):
+    """One fit of the default target: a dataset, its component count K and a method."""
+
+    dataset: str
+    k: int
+    method: str
+
+
+def fits(config: Mapping[str, Any]) -> list[Fit]:
+    """The fits the default target builds (every K of every target dataset, times the target
+    methods), checking the names in `targets`."""
     targets = config.get("targets", {})
     chosen = {}
     for axis in ("datasets", "methods"):
@@ -266,7 +286,36 @@ def fits(config: Mapping[str, Any]) -> list[tuple[str, str]]:
                 f"(known: {sorted(config[axis])})"
             )
         chosen[axis] = names
-    return [(d, m) for d in chosen["datasets"] for m in chosen["methods"]]
+    return [
+        Fit(d, k, m)
+        for d in chosen["datasets"]
+        for k in model_ks(config["datasets"][d]["model"])
+        for m in chosen["methods"]
+    ]
+
+
+#: Algorithms whose fits have posterior draws (LOO and membership need draws, not one point).
+DRAW_ALGORITHMS = ("nuts", "laplace", "advi", "pathfinder")
+
+
+def compare_method(config: Mapping[str, Any], methods: list[str]) -> str | None:
+    """The method whose fits the compare step ranks across K: `compare.method`, else the first
+    of the target `methods` by DRAW_ALGORITHMS' order; None when no target method has draws."""
+    name = config.get("compare", {}).get("method")
+    if name is not None:
+        spec = config["methods"].get(name)
+        if spec is None or spec["algorithm"] not in DRAW_ALGORITHMS:
+            why = "not in 'methods'" if spec is None else f"its algorithm is {spec['algorithm']}"
+            raise ConfigError(
+                f"config: 'compare.method' = {name!r}: {why}; LOO needs posterior draws "
+                f"(a method with algorithm {' / '.join(DRAW_ALGORITHMS)})"
+            )
+        return name
+    for algorithm in DRAW_ALGORITHMS:
+        for method in methods:
+            if config["methods"][method]["algorithm"] == algorithm:
+                return method
+    return None
 
 
 def derived_seed(base: int, *names: str) -> int:

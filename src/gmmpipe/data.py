@@ -30,6 +30,12 @@ class Dataset:
     y: np.ndarray
     z: np.ndarray | None = None
     truth: dict[str, Any] = field(default_factory=dict)
+    columns: tuple[str, ...] = ()  # the coordinates' names; empty: x1..xD
+
+    @property
+    def names(self) -> list[str]:
+        """The coordinates' names: the file's column names, or x1..xD for simulated data."""
+        return list(self.columns) if self.columns else coordinate_names(self.d)
 
     @property
     def n(self) -> int:
@@ -132,12 +138,13 @@ ASSIGNMENT_COLUMN = "z"
 
 
 def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path) -> None:
-    """Write the observations (columns x1..xD, plus z when known) and the dataset's JSON.
+    """Write the observations (columns named as the dataset's coordinates, plus z when known)
+    and the dataset's JSON.
 
     The JSON lists the coordinate columns (``coordinates``) and the true-assignment column
     (``assignments``, null when unknown), which :func:`load_dataset` reads back.
     """
-    names = coordinate_names(dataset.d)
+    names = dataset.names
     frame = pd.DataFrame(dataset.y, columns=names)
     assignments = None
     if dataset.z is not None:
@@ -346,7 +353,7 @@ def read_dataset(
     if assignments is not None and assignments in frame.columns:
         z = pd.to_numeric(frame[assignments], errors="coerce").to_numpy()
         z = z.astype(int) - 1 if np.all(np.isfinite(z)) else None
-    return Dataset(y=y, z=z)
+    return Dataset(y=y, z=z, columns=tuple(cols))
 
 
 #: Largest magnitude of a coordinate: its square, and sums of squares over many rows, stay far

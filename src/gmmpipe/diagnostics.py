@@ -1,6 +1,6 @@
 """The diagnostics gate: R-hat, ESS, divergences, tree depth, E-BFMI, chains in different modes
-and the posterior predictive check for NUTS; Pareto k-hat and convergence for ADVI and
-Pathfinder; convergence for optimization; degenerate components for every method."""
+and the posterior predictive check for NUTS; Pareto k-hat and convergence for ADVI, Pathfinder
+and Laplace; convergence for optimization; degenerate components for every method."""
 
 from __future__ import annotations
 
@@ -160,6 +160,8 @@ def nuts_checks(draws: Draws, thresholds: Mapping[str, Any], max_treedepth: int)
 def _free_parameters(draws: Draws) -> dict[str, np.ndarray]:
     """The parameters to check: Omega's constant diagonal and upper triangle left out."""
     posterior = draws.components()
+    if posterior["theta"].shape[-1] == 1:  # K = 1: the weight is the constant 1
+        del posterior["theta"]
     if "Omega" in posterior:
         lower = np.tril_indices(posterior["Omega"].shape[-1], k=-1)
         posterior["Omega"] = posterior["Omega"][..., lower[0], lower[1]]
@@ -204,6 +206,8 @@ def check(
             _check("converged", converged, 1, converged),
             khat_check((draws.stats["log_p"] - draws.stats["log_g"]).ravel(), thresholds),
         ]
+    elif algorithm == "laplace":  # draws from the normal approximation at the mode
+        checks = [khat_check((draws.stats["log_p"] - draws.stats["log_q"]).ravel(), thresholds)]
     elif algorithm == "pathfinder":
         checks = [khat_check((draws.stats["lp"] - draws.stats["lp_approx"]).ravel(), thresholds)]
     else:

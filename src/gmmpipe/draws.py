@@ -14,7 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gmmpipe.relabel import apply_permutations, match_to_reference, relabel_permutations
+from gmmpipe.relabel import (
+    apply_permutations,
+    component_features,
+    match_to_reference,
+    relabel_permutations,
+)
 
 SAMPLE_STATS = {  # CmdStan column -> ArviZ name
     "lp__": "lp",
@@ -26,6 +31,7 @@ SAMPLE_STATS = {  # CmdStan column -> ArviZ name
     "energy__": "energy",
     "log_p__": "log_p",
     "log_g__": "log_g",
+    "log_q__": "log_q",  # Laplace: the normal approximation's log density
     "lp_approx__": "lp_approx",
 }
 
@@ -102,20 +108,27 @@ def _columns(frame: pd.DataFrame, name: str, shape: tuple[int, ...]) -> np.ndarr
 
 def relabel(draws: Draws) -> Draws:
     """Put every draw in one common labelling (see :mod:`gmmpipe.relabel`)."""
-    chains, n, k, d = draws.mu.shape
-    lp_name = "lp" if "lp" in draws.stats else None
-    lp = draws.stats[lp_name].reshape(-1) if lp_name else None
-    if lp is not None and np.all(lp == 0):  # ADVI writes lp__ = 0
-        lp = draws.stats.get("log_p", np.zeros((chains, n))).reshape(-1)
-    perms = relabel_permutations(draws.mu.reshape(-1, k, d), draws.theta.reshape(-1, k), lp)
+    k = draws.mu.shape[2]
+    lp = draws.stats.get("lp")
+    if lp is None or np.all(lp == 0):  # ADVI writes lp__ = 0, Laplace only log_p__
+        lp = draws.stats.get("log_p", lp)
+    components = draws.components()
+    flat = {name: value.reshape(-1, *value.shape[2:]) for name, value in components.items()}
+    perms = relabel_permutations(
+        flat["mu"],
+        flat["theta"],
+        None if lp is None else lp.reshape(-1),
+        sigma=flat.get("sigma"),
+        omega=flat.get("Omega"),
+    )
     permuted = {
-        name: apply_permutations(value.reshape(-1, *value.shape[2:]), perms).reshape(value.shape)
-        for name, value in draws.components().items()
+        name: apply_permutations(value, perms).reshape(components[name].shape)
+        for name, value in flat.items()
     }
     extra = dict(draws.extra)
     extra["relabelled_draws"] = int((perms != np.arange(k)).any(axis=1).sum())
     if "mean" in extra:
-        extra["mean"] = _relabel_point(extra["mean"], permuted["mu"])
+        extra["mean"] = _relabel_point(extra["mean"], permuted)
     return Draws(
         mu=permuted["mu"],
         theta=permuted["theta"],
@@ -126,9 +139,14 @@ def relabel(draws: Draws) -> Draws:
     )
 
 
-def _relabel_point(point: Mapping[str, Any], mu: np.ndarray) -> dict:
-    """Relabel a point estimate (the ADVI mean) to match the relabelled draws."""
-    k, d = mu.shape[-2:]
-    reference = mu.reshape(-1, k, d).mean(axis=0)
-    (perm,) = match_to_reference(np.asarray(point["mu"])[None], reference)
+def _relabel_point(point: Mapping[str, Any], draws: Mapping[str, np.ndarray]) -> dict:
+    """Relabel a point estimate (the ADVI mean) to match the relabelled draws (all parameters)."""
+    flat = {name: value.reshape(-1, *value.shape[2:]) for name, value in draws.items()}
+    reference = component_features(flat["mu"], flat["theta"], flat.get("sigma"), flat.get("Omega"))
+    values = {name: np.asarray(point[name])[None] for name in flat}
+    features = component_features(
+        values["mu"], values["theta"], values.get("sigma"), values.get("Omega")
+    )
+    scale = np.maximum(reference.std(axis=0), 1e-9)
+    (perm,) = match_to_reference(features, reference.mean(axis=0), scale)
     return {name: np.asarray(value)[perm].tolist() for name, value in point.items()}

@@ -1,4 +1,4 @@
-"""Run one CmdStan fit (MAP, NUTS, ADVI or Pathfinder) and turn it into the pipeline's outputs."""
+"""Run one CmdStan fit (MAP, NUTS, ADVI, Pathfinder, Laplace); write the pipeline's outputs."""
 
 from __future__ import annotations
 
@@ -58,6 +58,8 @@ def _cmdstan_settings(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             "draws": spec["output_samples"],
             "require_converged": False,
         }
+    if algorithm == "laplace":
+        return "laplace_sample", {"draws": spec["draws"], "jacobian": True}
     return "pathfinder", {key: spec[key] for key in ("num_paths", "draws", "max_lbfgs_iters")}
 
 
@@ -66,6 +68,20 @@ def run_cmdstan(
 ) -> Any:
     """Run one CmdStan method with its settings from `spec`, writing into `out`."""
     method, settings = _cmdstan_settings(spec)
+    if method == "laplace_sample":
+        # the mode with the Jacobian adjustment (the Laplace approximation is a normal on the
+        # unconstrained scale), searched from `inits`; its output stays apart from the draws
+        mode = model.optimize(
+            data=data,
+            seed=seed,
+            output_dir=out / "mode",
+            inits=inits,
+            algorithm=spec["optimizer"],
+            iter=spec["iter"],
+            jacobian=True,
+            require_converged=False,
+        )
+        return model.laplace_sample(data=data, mode=mode, seed=seed, output_dir=out, **settings)
     try:
         return getattr(model, method)(data=data, seed=seed, output_dir=out, inits=inits, **settings)
     except ValueError as err:
@@ -111,11 +127,14 @@ def with_threads(
     return model_spec
 
 
-def to_inference_data(draws: Draws, *, attrs: Mapping[str, Any]) -> az.InferenceData:
+def to_inference_data(
+    draws: Draws, *, attrs: Mapping[str, Any], names: list[str] | None = None
+) -> az.InferenceData:
     """An InferenceData with named dims: mu (component, dim), theta (component), and when
-    fitted sigma (component, dim) and Omega (component, dim, dim2)."""
+    fitted sigma (component, dim) and Omega (component, dim, dim2); `dim` is named by the
+    data's coordinate `names` (default x1..xD)."""
     k, d = draws.mu.shape[-2:]
-    names = coordinate_names(d)
+    names = list(names) if names is not None else coordinate_names(d)
     coords = {"component": np.arange(1, k + 1), "dim": names}
     if draws.omega is not None:
         coords["dim2"] = names
@@ -154,6 +173,15 @@ FIT_FILES = {
     "elbo": "elbo.csv",
     "cmdstan": "cmdstan",
 }
+
+
+#: Where the workflow writes one fit (dataset, component count K, method).
+FIT_DIR = "results/fits/{dataset}/K{K}/{method}"
+
+
+def fit_dir(dataset: str, k: int | str, method: str) -> str:
+    """The folder of one fit of the workflow, relative to its working directory."""
+    return FIT_DIR.format(dataset=dataset, K=k, method=method)
 
 
 def fit_paths(folder: str | Path) -> dict[str, Path]:
@@ -241,7 +269,9 @@ def fit_dataset(
         **({"variational_mean": draws.extra["mean"]} if "mean" in draws.extra else {}),
     }
     idata = to_inference_data(
-        draws, attrs={k_: info[k_] for k_ in ("algorithm", "seed", "labelling")}
+        draws,
+        attrs={k_: info[k_] for k_ in ("algorithm", "seed", "labelling")},
+        names=dataset.names,
     )
     summary = summarize_fit(idata, algorithm)
     with atomic_path(outputs["posterior"]) as tmp:

@@ -5,6 +5,7 @@ methods are told apart by marker and line style. Every function returns a matplo
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import stats
 
+from gmmpipe.data import ASSIGNMENT_COLUMN, coordinate_names, load_dataset
 from gmmpipe.io import atomic_path, read_json
 from gmmpipe.mixture_plots import plot_fitted_density
 from gmmpipe.ppc import plot_ppc
@@ -45,7 +47,7 @@ TRUTH_STYLE = {"marker": "X", "s": 140, "c": "black", "edgecolors": "white", "zo
 _MARKERS = ["o", "s", "D", "^", "v", "P", "*", "h"]
 _LINESTYLES = ["-", "--", ":", "-."]
 MAX_DRAWS_SHOWN = 1000  # posterior draws drawn per component in scatter plots
-VI_ALGORITHMS = ("advi", "pathfinder")
+VI_ALGORITHMS = ("advi", "pathfinder", "laplace")
 
 
 def component_colors(k: int) -> list[str]:
@@ -652,11 +654,33 @@ def plot_nuts_rank(fit: MethodFit) -> Figure:
 # --- Dispatch from the workflow ----------------------------------------------------------------
 
 
-def read_observations(path: str | Path) -> np.ndarray:
-    """The coordinates x1..xD of a dataset CSV as an (N, D) array."""
+def read_observations(path: str | Path, dataset: str | Path | None = None) -> np.ndarray:
+    """The coordinates of a dataset the pipeline wrote, (N, D): the columns its JSON
+    `dataset` names (:func:`gmmpipe.data.load_dataset`), else every column but z."""
+    if dataset is not None:
+        return load_dataset(path, dataset).y
     frame = pd.read_csv(path)
-    cols = [c for c in frame.columns if c.startswith("x") and c[1:].isdigit()]
-    return frame[cols].to_numpy(dtype=float)
+    return frame[[c for c in frame.columns if c != ASSIGNMENT_COLUMN]].to_numpy(dtype=float)
+
+
+def _coordinate_names(dataset: Mapping[str, Any], d: int) -> list[str]:
+    """The coordinates' names recorded in a dataset's JSON, else x1..xD."""
+    return list(dataset.get("coordinates") or coordinate_names(d))
+
+
+def name_axes(fig: Figure, names: Sequence[str]) -> None:
+    """Put the data's coordinate names on the axes labels drawn with x1..xD."""
+
+    def rename(label: str) -> str:
+        return re.sub(
+            r"\bx(\d+)\b",
+            lambda m: names[int(m.group(1)) - 1] if int(m.group(1)) <= len(names) else m.group(0),
+            label,
+        )
+
+    for ax in fig.axes:
+        ax.set_xlabel(rename(ax.get_xlabel()))
+        ax.set_ylabel(rename(ax.get_ylabel()))
 
 
 Builder = Callable[[np.ndarray, dict[str, MethodFit], dict[str, Any], int], Figure]
@@ -702,9 +726,12 @@ def _draw(
     fits: Mapping[str, MethodFit],
     truth: Mapping[str, Any],
     settings: Mapping[str, Any],
+    names: Sequence[str],
 ) -> None:
-    """Draw figure `kind` (a key of :data:`FIGURES`) of `fits`, aligned, and save it."""
+    """Draw figure `kind` (a key of :data:`FIGURES`) of `fits`, aligned, with the data's
+    coordinate `names` on its axes, and save it."""
     fig = FIGURES[kind](y, align_components(fits), truth, settings.get("max_points", 5000))
+    name_axes(fig, names)
     save_figure(fig, output, dpi=settings.get("dpi", 120))
     logger.info("wrote %s", output)
 
@@ -719,9 +746,10 @@ def make_figure(
     settings: Mapping[str, Any] | None = None,
 ) -> None:
     """Build figure `name` (a key of :data:`FIGURES`) from the workflow's files and save it."""
-    y = read_observations(data) if data else np.empty((0, 2))
+    y = read_observations(data, truth) if data else np.empty((0, 2))
     truth_values = read_json(truth) if truth else {}
-    _draw(name, output, y, load_fits(posteriors or {}), truth_values, dict(settings or {}))
+    names = _coordinate_names(truth_values, y.shape[1])
+    _draw(name, output, y, load_fits(posteriors or {}), truth_values, dict(settings or {}), names)
 
 
 def make_figures(
@@ -738,11 +766,12 @@ def make_figures(
     `figures` maps a file name (``<name>.png`` is written) to the figure's kind (a key of
     :data:`FIGURES`) and the methods it shows. The folder appears only once all are drawn.
     """
-    y = read_observations(data)
+    y = read_observations(data, truth)
     truth_values = read_json(truth)
+    names = _coordinate_names(truth_values, y.shape[1])
     fits = load_fits(posteriors)
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         for name, (kind, methods) in figures.items():
             chosen = {method: fits[method] for method in methods}
-            _draw(kind, tmp / f"{name}.png", y, chosen, truth_values, dict(settings or {}))
+            _draw(kind, tmp / f"{name}.png", y, chosen, truth_values, dict(settings or {}), names)

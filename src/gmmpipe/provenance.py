@@ -134,7 +134,7 @@ def collect(
     fit_records = {name: read_json(path) for name, path in fits.items()}
     checks = []
     for name, path in diagnostics.items():
-        dataset, method = name.split("/", 1)
+        dataset, method = name.rsplit("/", 1)
         report = read_json(path)
         for item in report.get("checks", []):
             checks.append(

@@ -2,11 +2,15 @@
 
 Strategy (recorded in every fit as ``labelling``): the mixture likelihood is invariant to
 permuting the components, so chains (or Pathfinder paths) may settle in different labellings.
-Each draw's components are matched to a reference labelling by the permutation that minimizes
-the squared distance between its component means and the reference means; the reference
-starts at the draw with the highest log density and is re-estimated as the mean of the
-relabelled draws until no draw changes (a Stephens-style fixed point). Finally, component 1 is
-the one with the largest mean weight, component 2 the next, and so on.
+Every component of every draw is described by all of its parameters -- the mean, the log
+weight and, when fitted, the log scales and the Fisher-z transformed correlations -- and each
+draw's components are matched to a reference labelling by the permutation that minimizes the
+standardized squared distance to the reference components. The reference starts at the draw
+with the highest log density (distances standardized by each feature's spread over all draws
+and components); it is then re-estimated as the per-component mean and standard deviation of
+the relabelled draws until no draw changes (a Stephens/Celeux-style fixed point). So two
+components at the same location but with different scales are told apart by their scales.
+Finally, component 1 is the one with the largest mean weight, component 2 the next, and so on.
 """
 
 from __future__ import annotations
@@ -20,18 +24,41 @@ from scipy.optimize import linear_sum_assignment
 logger = logging.getLogger(__name__)
 
 STRATEGY = (
-    "per-draw relabelling to a common reference by the permutation minimizing the squared "
-    "distance between component means (iterated to a fixed point), components then ordered by "
-    "decreasing mean weight"
+    "per-draw relabelling to a common reference by the permutation minimizing the standardized "
+    "squared distance over all component parameters (means, log weights, log scales, Fisher-z "
+    "correlations; iterated to a fixed point), components then ordered by decreasing mean weight"
 )
 _MAX_ENUMERATED_K = 6
+_TINY = 1e-12
 
 
-def match_to_reference(mu: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """For each draw, the permutation `p` minimizing sum_k |mu[p[k]] - reference[k]|^2."""
-    n_draws, k, _ = mu.shape
-    # cost[s, j, k]: squared distance of draw s's component j to reference component k
-    cost = ((mu[:, :, None, :] - reference[None, None, :, :]) ** 2).sum(axis=-1)
+def component_features(
+    mu: np.ndarray,
+    theta: np.ndarray,
+    sigma: np.ndarray | None = None,
+    omega: np.ndarray | None = None,
+) -> np.ndarray:
+    """The parameters of each component on unbounded scales, (S, K, F): mu, log theta and,
+    when given, log sigma and atanh of Omega's lower triangle."""
+    parts = [mu, np.log(np.clip(theta, _TINY, None))[..., None]]
+    if sigma is not None:
+        parts.append(np.log(np.clip(sigma, _TINY, None)))
+    if omega is not None and omega.shape[-1] > 1:
+        rows, cols = np.tril_indices(omega.shape[-1], k=-1)
+        parts.append(np.arctanh(np.clip(omega[..., rows, cols], -0.999999, 0.999999)))
+    return np.concatenate(parts, axis=-1)
+
+
+def match_to_reference(
+    features: np.ndarray, reference: np.ndarray, scale: np.ndarray | None = None
+) -> np.ndarray:
+    """For each draw, the permutation `p` minimizing
+    sum_k sum_f ((features[p[k], f] - reference[k, f]) / scale[k, f])^2 (scale 1 if None)."""
+    n_draws, k, _ = features.shape
+    weight = 1.0 / np.square(scale) if scale is not None else np.ones_like(reference)
+    # cost[s, j, k]: distance of draw s's component j to reference component k
+    diff = features[:, :, None, :] - reference[None, None, :, :]
+    cost = (diff**2 * weight[None, None]).sum(axis=-1)
     if k <= _MAX_ENUMERATED_K:
         perms = np.array(list(itertools.permutations(range(k))))
         totals = cost[:, perms, np.arange(k)].sum(axis=-1)
@@ -44,7 +71,13 @@ def match_to_reference(mu: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def relabel_permutations(
-    mu: np.ndarray, theta: np.ndarray, lp: np.ndarray | None = None, *, max_iter: int = 50
+    mu: np.ndarray,
+    theta: np.ndarray,
+    lp: np.ndarray | None = None,
+    *,
+    sigma: np.ndarray | None = None,
+    omega: np.ndarray | None = None,
+    max_iter: int = 50,
 ) -> np.ndarray:
     """Permutations that put every draw in one common labelling.
 
@@ -53,6 +86,8 @@ def relabel_permutations(
     mu : array (S, K, D) of component means, draws flattened over chains.
     theta : array (S, K) of weights.
     lp : optional array (S,) of log densities; the best draw seeds the reference.
+    sigma : optional array (S, K, D) of component scales.
+    omega : optional array (S, K, D, D) of component correlation matrices.
 
     Returns
     -------
@@ -61,12 +96,19 @@ def relabel_permutations(
     n_draws, k, _ = mu.shape
     if k == 1:
         return np.zeros((n_draws, 1), dtype=int)
+    features = component_features(mu, theta, sigma, omega)
+    spread = features.reshape(-1, features.shape[-1]).std(axis=0)
+    floor = np.maximum(spread, _TINY) * 1e-3
+    scale = np.tile(np.maximum(spread, _TINY), (k, 1))
     start = int(np.nanargmax(lp)) if lp is not None and np.isfinite(lp).any() else 0
-    reference = mu[start]
+    reference = features[start]
     perms = np.tile(np.arange(k), (n_draws, 1))
     for _ in range(max_iter):
-        new = match_to_reference(mu, reference)
-        reference = np.take_along_axis(mu, new[:, :, None], axis=1).mean(axis=0)
+        new = match_to_reference(features, reference, scale)
+        relabelled = apply_permutations(features, new)
+        reference = relabelled.mean(axis=0)
+        if n_draws > 1:
+            scale = np.maximum(relabelled.std(axis=0), floor)
         if np.array_equal(new, perms):
             break
         perms = new

@@ -329,7 +329,8 @@ def _fit(
     posterior mean, as in the pipeline.
     """
     from gmmpipe.draws import read_draws
-    from gmmpipe.fit import run_cmdstan, stan_inits
+    from gmmpipe.fit import run_cmdstan
+    from gmmpipe.inits import stan_inits
 
     k = int(model_spec["K"])
     inits = None
@@ -425,6 +426,8 @@ def check_sbc_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             f"config: 'sbc.bins' = {sbc['bins']} must divide 'sbc.draws' + 1 = {sbc['draws'] + 1}"
             " (the number of possible ranks)"
         )
+    if isinstance(sbc["model"]["K"], list):
+        raise ConfigError(f"config: 'sbc.model.K' = {sbc['model']['K']!r}: SBC needs one K")
     out = {}
     for name in sbc["methods"]:
         spec = config["methods"].get(name)

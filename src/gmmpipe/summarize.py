@@ -65,7 +65,7 @@ def _flat_names(name: str, var) -> list[str]:  # type: ignore[no-untyped-def]
 
 # --- Per-dataset comparison across methods -------------------------------------------------
 
-VI_ALGORITHMS = ("advi", "pathfinder")
+VI_ALGORITHMS = ("advi", "pathfinder", "laplace")
 #: |mean error| (in NUTS posterior sd) and |sd error| (relative to the NUTS sd) flagged in tables.
 MEAN_ERROR_FLAG = 1.0
 SD_ERROR_FLAG = 0.5

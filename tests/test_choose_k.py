@@ -112,7 +112,8 @@ def _sweep(tmp_path, gmm_exe, data, model, ks, method=NUTS):
     names = ("table", "khat", "suggestion", "html", "figure")
     outputs = {n: tmp_path / f"compare.{n}" for n in names}
     evidence = loo.run_compare(
-        data=data_csv, dataset_json=tmp_path / "truth.json", posteriors=posteriors, settings=COMPARE, outputs=outputs,
+        data=data_csv, dataset_json=tmp_path / "truth.json", posteriors=posteriors,
+        settings=COMPARE, outputs=outputs,
         dataset="test", method=method["algorithm"],
         refit_args={"exe_file": gmm_exe, "dataset_spec": {"model": model},
                     "method_spec": method, "seed": 5, "workdir": tmp_path / "refits"},
@@ -129,7 +130,8 @@ def test_well_separated_three_components_suggest_k3_with_high_ari(tmp_path, gmm_
     assert table["weight"].sum() == pytest.approx(1.0)
     assert set(table["estimate"]) <= {"psis", "psis+refits", "kfold-3"}
     info = write_membership(
-        data=data_csv, dataset_json=data_csv.with_name("truth.json"), posterior=posteriors[3], table=tmp_path / "m.csv",
+        data=data_csv, dataset_json=data_csv.with_name("truth.json"), posterior=posteriors[3],
+        table=tmp_path / "m.csv",
         summary=tmp_path / "m.json",
     )  # fmt: skip
     assert info["ari"] >= 0.9

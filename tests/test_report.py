@@ -209,10 +209,10 @@ def report(root, tmp_path_factory) -> Path:
 
 @pytest.mark.workflow
 def test_every_figure_of_every_method_is_drawn(report):
-    figures = report.parent / "results" / "figures" / "tiny"
+    figures = report.parent / "results" / "figures" / "tiny" / "K2"
     assert sorted(p.stem for p in figures.glob("*.png")) == sorted(
         ["data", "nuts_mu", "density", "weights", "posterior_means", "marginals",
-         "vi_contours", "elbo", "trace_nuts", "rank_nuts"]
+         "vi_contours", "elbo", "ppc", "trace_nuts", "rank_nuts"]
     )  # fmt: skip
 
 
@@ -225,11 +225,11 @@ def test_figures_are_the_ones_the_methods_allow(root, tmp_path):
     }
     work = _faked_workflow(root, tmp_path, config)
     done = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "1", "results/figures/tiny"],
+        [sys.executable, "-m", "snakemake", "--cores", "1", "results/figures/tiny/K2"],
         cwd=work, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
-    figures = sorted(p.stem for p in (work / "results" / "figures" / "tiny").glob("*.png"))
+    figures = sorted(p.stem for p in (work / "results" / "figures" / "tiny" / "K2").glob("*.png"))
     assert figures == ["data", "posterior_means", "vi_contours", "weights"]
 
 

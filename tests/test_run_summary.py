@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from workflow_helpers import make_workflow, output, small_config, snakemake
 
+from gmmpipe.fit import fit_dir
 from gmmpipe.workflow import failed_diagnostics
 
 
@@ -59,11 +60,11 @@ def test_the_end_of_a_run_reports_failed_fits(tmp_path: Path) -> None:
     """The Snakefile's onsuccess handler, on a run that needs no CmdStan."""
     workdir = make_workflow(tmp_path / "wf", small_config())
     _write(
-        workdir / "results" / "fits" / "tiny" / "map" / "diagnostics.json",
+        workdir / fit_dir("tiny", 2, "map") / "diagnostics.json",
         ["converged = 0 (threshold 1)"],
     )
     result = snakemake(workdir, "results/data/tiny.csv")
     assert result.returncode == 0, output(result)
     text = output(result)
     assert "Diagnostics failed for 1 of 1 fits" in text
-    assert "  tiny/map: converged = 0 (threshold 1)" in text
+    assert "  tiny/K2/map: converged = 0 (threshold 1)" in text

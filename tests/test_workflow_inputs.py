@@ -48,7 +48,7 @@ def test_own_configfile_replaces_the_default_config(tmp_path: Path, root: Path) 
     assert rules.get("ingest") == 1 and rules.get("variational") == 1, rules
     assert not {"simulate", "sample", "optimize", "pathfinder"} & set(rules), rules
     fits = {p for p in scheduled_outputs(result) if p.startswith("results/fits/")}
-    assert {str(Path(p).parent) for p in fits} == {"results/fits/own/vi"}
+    assert {str(Path(p).parent) for p in fits} == {"results/fits/own/K2/vi"}
     assert "seed_large" not in output(result)
     # without --configfile the default config still applies, and --config still merges into it
     result = snakemake(workdir, "-n", "--config", "seed=5")
@@ -87,12 +87,13 @@ def test_user_files_are_ingested_whole_and_again_when_changed(
     result = snakemake(user_data, *TARGETS)
     assert result.returncode == 0, output(result)
     y = np.loadtxt(source, delimiter=",")
-    for name in ("plain", "xyz"):
+    # header-less columns are x1..xD; a file's own names (z included) carry through
+    for name, columns in (("plain", ["x1", "x2", "x3"]), ("xyz", ["x", "y", "z"])):
         frame = pd.read_csv(user_data / "results" / "data" / f"{name}.csv")
-        assert list(frame.columns) == ["x1", "x2", "x3"]  # z is a coordinate, no row lost
+        assert list(frame.columns) == columns  # z is a coordinate, no row lost
         np.testing.assert_array_equal(frame.to_numpy(), y)
         info = json.loads((user_data / "results" / "data" / f"{name}.json").read_text())
-        assert info["coordinates"] == ["x1", "x2", "x3"] and info["assignments"] is None
+        assert info["coordinates"] == columns and info["assignments"] is None
     info = json.loads((user_data / "results" / "data" / "plain.json").read_text())
     assert info["path"] == str(source)  # ~ expanded
     result = snakemake(user_data, "-n", *TARGETS)

@@ -12,11 +12,12 @@ no .snakemake/), then runs, with ``SNAKEMAKE_OUTPUT_CACHE`` pointing at an empty
    between-workflow cache, nothing is compiled.
 
 With ``--copy-cmdstan`` the CmdStan directory is first copied (``cp -a`` keeps the timestamps
-make compares) and its ``main_threads.o`` deleted: the state right after ``make build``, as
-``install_cmdstan`` and conda-forge's cmdstan leave it. The script checks that no object of
-CmdStan itself was rebuilt. Per-job wall times come from Snakemake's log (1 s resolution);
-``cpu_s`` is the CPU time of the whole run (all jobs, compilers included), which does not
-depend on what else runs on the machine, unlike the wall times (load averages are recorded).
+make compares) and its ``main_threads.o`` and threaded precompiled header are deleted: the
+state right after ``make build``, as ``install_cmdstan`` and conda-forge's cmdstan leave it.
+The script checks that no object of CmdStan itself was rebuilt. Per-job wall times come from
+Snakemake's log (1 s resolution); ``cpu_s`` is the CPU time of the whole run (all jobs,
+compilers included), which depends much less than the wall times on what else runs on the
+machine (load averages are recorded).
 Writes <out>/cold_run.csv (one row per run) and <out>/cold_run_jobs.csv (one row per job,
 with the CPU time of the jobs that have a ``benchmark:`` file).
 """
@@ -157,6 +158,8 @@ def main() -> None:
             copy = scratch_dir / "cmdstan"
             subprocess.run(["cp", "-a", str(cmdstan), str(copy)], check=True)
             (copy / "src" / "cmdstan" / "main_threads.o").unlink(missing_ok=True)
+            for header in (copy / "stan" / "src" / "stan" / "model").rglob("*threads*.gch"):
+                header.unlink()  # a threaded build's precompiled header: not from make build
             cmdstan = copy
         objects = cmdstan_objects(cmdstan)
         work = fresh_clone(scratch_dir / "clone")

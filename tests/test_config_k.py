@@ -62,3 +62,11 @@ def test_compare_method():
     config["compare"]["method"] = "nope"
     with pytest.raises(ConfigError, match="not in 'methods'"):
         compare_method(config, ["map"])
+
+
+def test_sbc_needs_one_k():
+    from gmmpipe.sbc import check_sbc_config
+
+    config = validate_config({**_config(2), "sbc": {"methods": [], "model": {"K": [1, 2]}}})
+    with pytest.raises(ConfigError, match=r"'sbc\.model\.K' = \[1, 2\]: SBC needs one K"):
+        check_sbc_config(config)

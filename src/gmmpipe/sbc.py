@@ -426,8 +426,9 @@ def check_sbc_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             f"config: 'sbc.bins' = {sbc['bins']} must divide 'sbc.draws' + 1 = {sbc['draws'] + 1}"
             " (the number of possible ranks)"
         )
-    if isinstance(sbc.get("model", {}).get("K"), list):
-        raise ConfigError(f"config: 'sbc.model.K' = {sbc['model']['K']!r}: SBC needs one K")
+    k = sbc.get("model", {}).get("K")
+    if isinstance(k, list):
+        raise ConfigError(f"config: 'sbc.model.K' = {k!r}: SBC needs one K")
     out = {}
     for name in sbc["methods"]:
         spec = config["methods"].get(name)

@@ -14,7 +14,8 @@ import pytest
 from gmmpipe import loo
 from gmmpipe.cmdstan import load_model
 from gmmpipe.data import simulate_mixture, simulate_seed_notebook, stan_data, write_dataset
-from gmmpipe.fit import fit_dataset, fit_paths
+from gmmpipe.fit import fit_dataset
+from gmmpipe.layout import fit_paths
 from gmmpipe.membership import write_membership
 
 with warnings.catch_warnings():

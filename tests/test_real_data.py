@@ -17,8 +17,9 @@ from scipy.stats import multivariate_normal
 
 from gmmpipe.config import derived_seed, validate_config
 from gmmpipe.data import read_dataset, simulate_mixture
-from gmmpipe.fit import fit_dataset, fit_paths
+from gmmpipe.fit import fit_dataset
 from gmmpipe.io import read_json
+from gmmpipe.layout import fit_paths
 
 pytestmark = pytest.mark.cmdstan
 DATA = Path(__file__).resolve().parent / "data"

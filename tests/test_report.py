@@ -20,7 +20,7 @@ import pytest
 import yaml
 from fixtures.report.fake_fits import write_fake_dataset
 
-from gmmpipe.fit import fit_dir
+from gmmpipe.layout import fit_dir
 from gmmpipe.provenance import git_state, job_times, write_provenance
 
 CHROMIUM_FLAGS = [

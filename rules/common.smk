@@ -313,7 +313,7 @@ def plot_benchmarks():
 
 def git_state(wildcards):
     """The workflow's git commit and state, recorded in the provenance."""
-    from gmmpipe.provenance import git_state as state
+    from gmmpipe.workflow import git_state as state
 
     return state(workflow.basedir)
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from gmmpipe.data import simulate_mixture, write_dataset
-from gmmpipe.fit import fit_dataset, fit_paths
+from gmmpipe.fit import fit_dataset
+from gmmpipe.layout import fit_paths
 from gmmpipe.loo import run_compare
 from gmmpipe.membership import write_membership
 

@@ -23,9 +23,10 @@ import yaml
 from gmmpipe.cmdstan import compile_model
 from gmmpipe.config import derived_seed, validate_config
 from gmmpipe.data import simulate
-from gmmpipe.fit import fit_dataset, fit_paths
+from gmmpipe.fit import fit_dataset
 from gmmpipe.inits import inits_from
 from gmmpipe.io import atomic_path, read_json
+from gmmpipe.layout import fit_paths
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

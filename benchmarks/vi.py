@@ -28,8 +28,9 @@ import yaml
 from peers import ALPHA, ROOT, dataset, load_avg, stan_executable, to_markdown
 
 from gmmpipe.config import derived_seed, validate_config
-from gmmpipe.fit import fit_dataset, fit_paths
+from gmmpipe.fit import fit_dataset
 from gmmpipe.inits import inits_from
+from gmmpipe.layout import fit_paths
 from gmmpipe.relabel import apply_permutations, relabel_permutations
 
 logger = logging.getLogger("benchmarks.vi")

@@ -18,7 +18,7 @@ try:
         with_k,
     )
     from gmmpipe.errors import ConfigError
-    from gmmpipe.fit import FIT_DIR, FIT_FILES, fit_dir
+    from gmmpipe.layout import FIT_DIR, FIT_FILES, fit_dir
 except ImportError as err:
     raise WorkflowError(
         "The gmmpipe package is not importable; install it with `pip install -e .` "
@@ -85,7 +85,7 @@ def method_spec(wildcards):
 
 
 def fit_outputs(*extra):
-    """The files every fit writes (named as in gmmpipe.fit.FIT_FILES), plus `extra` ones."""
+    """The files every fit writes (named as in gmmpipe.layout.FIT_FILES), plus `extra` ones."""
     outputs = {
         name: f"{FIT_DIR}/{FIT_FILES[name]}"
         for name in ("posterior", "summary", "diagnostics", "fit", *extra)
@@ -313,7 +313,7 @@ def plot_benchmarks():
 
 def git_state(wildcards):
     """The workflow's git commit and state, recorded in the provenance."""
-    from gmmpipe.provenance import git_state as state
+    from gmmpipe.workflow import git_state as state
 
     return state(workflow.basedir)
 

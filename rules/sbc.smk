@@ -6,7 +6,7 @@
 # cluster, the `sbc` job group packs several batches into one submission (group-components
 # in profiles/slurm). The model is compiled once, by rule compile, before any batch runs.
 
-from gmmpipe.sbc import (
+from gmmpipe.sbc_plan import (
     REPLICATION_KEYS,
     batch_count,
     batch_replications,

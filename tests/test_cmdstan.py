@@ -25,7 +25,8 @@ from gmmpipe.config import derived_seed, validate_config
 from gmmpipe.data import simulate, simulate_mixture, simulate_seed_notebook, stan_data
 from gmmpipe.draws import read_draws
 from gmmpipe.errors import CmdStanNotFoundError, ConfigError
-from gmmpipe.fit import fit_dataset, fit_paths
+from gmmpipe.fit import fit_dataset
+from gmmpipe.layout import fit_paths
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)

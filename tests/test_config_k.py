@@ -9,7 +9,7 @@ from workflow_helpers import small_config
 
 from gmmpipe.config import Fit, compare_method, fits, model_ks, validate_config, with_k
 from gmmpipe.errors import ConfigError
-from gmmpipe.fit import fit_dir
+from gmmpipe.layout import fit_dir
 
 
 def _config(k: Any) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from scipy.special import logsumexp
 
 from gmmpipe.cmdstan import load_model
 from gmmpipe.data import simulate_mixture, stan_data
-from gmmpipe.fit import fit_dataset, fit_paths
+from gmmpipe.fit import fit_dataset
+from gmmpipe.layout import fit_paths
 from gmmpipe.relabel import match_to_reference
 from gmmpipe.sbc import covariances, method_verdicts, run_sbc, summarize
 

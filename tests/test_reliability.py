@@ -36,7 +36,7 @@ from workflow_helpers import (
 )
 
 from gmmpipe.config import derived_seed
-from gmmpipe.fit import fit_dir as workflow_fit_dir
+from gmmpipe.layout import fit_dir as workflow_fit_dir
 
 FIT_FILES = ("posterior.nc", "summary.csv", "diagnostics.json", "fit.json")
 

@@ -20,8 +20,9 @@ import pytest
 import yaml
 from fixtures.report.fake_fits import write_fake_dataset
 
-from gmmpipe.fit import fit_dir
-from gmmpipe.provenance import git_state, job_times, write_provenance
+from gmmpipe.layout import fit_dir
+from gmmpipe.provenance import job_times, write_provenance
+from gmmpipe.workflow import git_state
 
 CHROMIUM_FLAGS = [
     "--headless",

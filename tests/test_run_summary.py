@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from workflow_helpers import make_workflow, output, small_config, snakemake
 
-from gmmpipe.fit import fit_dir
+from gmmpipe.layout import fit_dir
 from gmmpipe.workflow import failed_diagnostics
 
 

@@ -10,10 +10,7 @@ from scipy import stats
 from gmmpipe.errors import ConfigError
 from gmmpipe.sbc import (
     LOG_LIK,
-    batch_count,
-    batch_replications,
     canonical_order,
-    check_sbc_config,
     covariances,
     draw_prior,
     flatten,
@@ -30,6 +27,7 @@ from gmmpipe.sbc import (
     summarize,
     uniformity_test,
 )
+from gmmpipe.sbc_plan import batch_count, batch_replications, check_sbc_config
 
 
 @pytest.mark.parametrize("d,eta", [(2, 1.0), (3, 2.0), (4, 0.7)])

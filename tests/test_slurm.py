@@ -27,7 +27,7 @@ import yaml
 from slurm_cluster import Cluster, one_node
 from workflow_helpers import ROOT, make_workflow, output, scheduled_rules
 
-from gmmpipe.fit import fit_dir
+from gmmpipe.layout import fit_dir
 
 SLURM_PROFILE = ROOT / "profiles" / "slurm"
 CONFIG: dict[str, Any] = {

@@ -149,7 +149,8 @@ def test_a_pipeline_error_ends_a_script_in_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.cmdstan
 def test_fit_on_a_full_disk_names_the_directory(full_disk: Path, gmm_exe: Path) -> None:
-    from gmmpipe.fit import fit_dataset, fit_paths
+    from gmmpipe.fit import fit_dataset
+    from gmmpipe.layout import fit_paths
 
     (full_disk / "filler").unlink()  # 256 KiB: room for the data, not for 4 chains' draws
     outputs = fit_paths(full_disk / "fits" / "nuts")

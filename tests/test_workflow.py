@@ -15,7 +15,7 @@ from workflow_helpers import (
     write_config,
 )
 
-from gmmpipe.fit import fit_dir
+from gmmpipe.layout import fit_dir
 
 
 def test_default_config_builds_the_full_dag(tmp_path, root):

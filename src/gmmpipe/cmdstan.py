@@ -268,11 +268,12 @@ def cmdstan_identity() -> dict[str, str | None]:
 
     Part of the compile rule's params, so that pointing CMDSTAN at another installation
     recompiles (and keys the between-workflow cache). ``None`` values when no CmdStan is found
-    here (e.g. a conda-forge CmdStan that only the job's environment provides).
+    here (e.g. a conda-forge CmdStan that only the job's environment provides, or no cmdstanpy
+    in a controller that has nothing but Snakemake).
     """
     try:
         path = find_cmdstan().resolve()
-    except CmdStanNotFoundError:
+    except (CmdStanNotFoundError, ImportError):
         return {"version": None, "path": None, "make_local": None}
     local = path / "make" / "local"
     return {

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jsonschema
-import numpy as np
 import yaml
 
 from gmmpipe.errors import ConfigError
@@ -231,7 +230,7 @@ def _check_mixture(where: str, sim: Mapping[str, Any]) -> None:
     dims = {len(m) for m in means}
     if len(dims) != 1:
         raise ConfigError(f"config: '{where}.means' = {means!r}: all means need the same length D")
-    if not np.isclose(sum(weights), 1.0, rtol=0, atol=1e-8):
+    if not math.isclose(sum(weights), 1.0, rel_tol=0, abs_tol=1e-8):
         raise ConfigError(f"config: '{where}.weights' = {weights!r}: weights must sum to 1")
     covs = sim.get("covariances")
     if covs is None:
@@ -242,15 +241,37 @@ def _check_mixture(where: str, sim: Mapping[str, Any]) -> None:
             f"config: '{where}.covariances' has {len(covs)} matrices for {len(means)} components"
         )
     for i, cov in enumerate(covs):
-        arr = np.asarray(cov, dtype=float)
-        if arr.shape != (d, d):
+        rows = [len(row) for row in cov]
+        if len(cov) != d or any(r != d for r in rows):
+            shape = (len(cov), rows[0]) if len(set(rows)) == 1 else (len(cov), rows)
             raise ConfigError(
-                f"config: '{where}.covariances.{i}' has shape {arr.shape}, expected ({d}, {d})"
+                f"config: '{where}.covariances.{i}' has shape {shape}, expected ({d}, {d})"
             )
-        if not np.allclose(arr, arr.T) or np.any(np.linalg.eigvalsh(arr) <= 0):
+        if not _is_spd(cov):
             raise ConfigError(
                 f"config: '{where}.covariances.{i}' = {cov!r} is not symmetric positive definite"
             )
+
+
+def _is_spd(matrix: list[list[float]]) -> bool:
+    """Whether a small square matrix is symmetric (to numpy.allclose's tolerance) and positive
+    definite (its Cholesky factorization has positive pivots); pure Python, so that the
+    Snakemake controller needs no numpy."""
+    n = len(matrix)
+    a = [[float(v) for v in row] for row in matrix]
+    for i in range(n):
+        for j in range(i):
+            if abs(a[i][j] - a[j][i]) > 1e-8 + 1e-5 * abs(a[j][i]):
+                return False
+    lower = [[0.0] * n for _ in range(n)]
+    for j in range(n):
+        pivot = a[j][j] - sum(lower[j][k] ** 2 for k in range(j))
+        if not pivot > 0:
+            return False
+        lower[j][j] = math.sqrt(pivot)
+        for i in range(j + 1, n):
+            lower[i][j] = (a[i][j] - sum(lower[i][k] * lower[j][k] for k in range(j))) / lower[j][j]
+    return True
 
 
 def model_ks(model: Mapping[str, Any]) -> list[int]:
@@ -321,12 +342,65 @@ def compare_method(config: Mapping[str, Any], methods: list[str]) -> str | None:
 def derived_seed(base: int, *names: str) -> int:
     """A seed for one job, derived deterministically from the base seed and names.
 
-    Uses numpy's SeedSequence with the names' bytes as extra entropy, so the same
-    (base, names) always gives the same seed and different names give independent seeds.
+    numpy's ``SeedSequence([base, *names as little-endian ints]).generate_state(1)[0] >> 1``,
+    computed in pure Python (:func:`_seed_sequence_word`) so that the Snakemake controller,
+    which computes the seeds of the fit jobs, needs no numpy. The same (base, names) always
+    gives the same seed and different names give independent seeds.
     """
     words = [int.from_bytes(n.encode(), "little") for n in names]
-    seq = np.random.SeedSequence([base, *words])
-    return int(seq.generate_state(1, dtype=np.uint32)[0] >> 1)
+    return _seed_sequence_word([base, *words]) >> 1
+
+
+# numpy.random.SeedSequence's constants (numpy/random/bit_generator.pyx, after M. E. O'Neill's
+# seed_seq_fe): a pool of four 32-bit words, mixed by multiply-xorshift hashes.
+_MASK32 = 0xFFFFFFFF
+_POOL_SIZE = 4
+_INIT_A, _MULT_A = 0x43B0D7E5, 0x931E8875
+_INIT_B, _MULT_B = 0x8B51F9DD, 0x58F38DED
+_MIX_MULT_L, _MIX_MULT_R = 0xCA01F9DD, 0x4973F715
+_XSHIFT = 16
+
+
+def _uint32_words(entropy: list[int]) -> list[int]:
+    """Each non-negative int as its 32-bit words, least significant first (0 is one word)."""
+    words = []
+    for n in entropy:
+        if n < 0:
+            raise ValueError(f"seed entropy must be non-negative, got {n}")
+        words.append(n & _MASK32)
+        n >>= 32
+        while n:
+            words.append(n & _MASK32)
+            n >>= 32
+    return words
+
+
+def _seed_sequence_word(entropy: list[int]) -> int:
+    """The first uint32 word of ``numpy.random.SeedSequence(entropy).generate_state(1)``."""
+    hash_const = _INIT_A
+
+    def hashmix(value: int) -> int:
+        nonlocal hash_const
+        value ^= hash_const
+        hash_const = (hash_const * _MULT_A) & _MASK32
+        value = (value * hash_const) & _MASK32
+        return value ^ (value >> _XSHIFT)
+
+    def mix(x: int, y: int) -> int:
+        result = (_MIX_MULT_L * x - _MIX_MULT_R * y) & _MASK32
+        return result ^ (result >> _XSHIFT)
+
+    words = _uint32_words(entropy)
+    pool = [hashmix(words[i] if i < len(words) else 0) for i in range(_POOL_SIZE)]
+    for src in range(_POOL_SIZE):
+        for dst in range(_POOL_SIZE):
+            if src != dst:
+                pool[dst] = mix(pool[dst], hashmix(pool[src]))
+    for word in words[_POOL_SIZE:]:
+        for dst in range(_POOL_SIZE):
+            pool[dst] = mix(pool[dst], hashmix(word))
+    value = (pool[0] ^ _INIT_B) * ((_INIT_B * _MULT_B) & _MASK32) & _MASK32
+    return value ^ (value >> _XSHIFT)
 
 
 def _check_inits(methods: Mapping[str, Any]) -> None:

@@ -164,31 +164,6 @@ def _attr(value: Any) -> Any:
     return str(value)
 
 
-#: The outputs of one fit by name: what :func:`fit_dataset` writes (``elbo`` for ADVI only).
-FIT_FILES = {
-    "posterior": "posterior.nc",
-    "summary": "summary.csv",
-    "diagnostics": "diagnostics.json",
-    "fit": "fit.json",
-    "elbo": "elbo.csv",
-    "cmdstan": "cmdstan",
-}
-
-
-#: Where the workflow writes one fit (dataset, component count K, method).
-FIT_DIR = "results/fits/{dataset}/K{K}/{method}"
-
-
-def fit_dir(dataset: str, k: int | str, method: str) -> str:
-    """The folder of one fit of the workflow, relative to its working directory."""
-    return FIT_DIR.format(dataset=dataset, K=k, method=method)
-
-
-def fit_paths(folder: str | Path) -> dict[str, Path]:
-    """The output paths of a fit written into `folder`, as :func:`fit_dataset` takes them."""
-    return {name: Path(folder) / file for name, file in FIT_FILES.items()}
-
-
 def fit_dataset(
     exe_file: str | Path,
     dataset: Dataset,

@@ -24,11 +24,12 @@ The likelihood is unchanged, so every result stays on the data's scale.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from gmmpipe.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 RULES = ("fixed", "data")
 #: The values of the ``fixed`` rule (the seed notebook's priors and the old schema defaults).
@@ -115,6 +116,8 @@ def resolve_priors(y: np.ndarray, model: Mapping[str, Any]) -> dict[str, Any]:
         When the ``data`` rule meets a column without spread, or a per-coordinate value has the
         wrong length.
     """
+    import numpy as np  # here, not at the top: the Snakemake controller runs complete_config
+
     y = np.asarray(y, dtype=float)
     d = y.shape[1]
     rule = model.get("priors", "fixed")
@@ -175,6 +178,8 @@ def describe(priors: Mapping[str, Any], covariance: str) -> list[str]:
 
 def _numbers(values: Any) -> str:
     """One number, or a bracketed list when the coordinates differ."""
+    import numpy as np
+
     arr = np.atleast_1d(np.asarray(values, dtype=float))
     if np.all(arr == arr[0]):
         return f"{arr[0]:.4g}"

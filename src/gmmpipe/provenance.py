@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import platform
-import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
@@ -38,25 +37,6 @@ PACKAGES = (
     "matplotlib",
     "jsonschema",
 )
-
-
-def git_state(path: str | Path) -> dict[str, Any]:
-    """Commit, branch and whether the work tree has uncommitted changes (``{}`` outside git)."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", "-C", str(path), *args], capture_output=True, text=True, check=True
-        )
-        return done.stdout.strip()
-
-    try:
-        return {
-            "commit": git("rev-parse", "HEAD"),
-            "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        }
-    except (OSError, subprocess.CalledProcessError):
-        return {}
 
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:

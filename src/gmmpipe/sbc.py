@@ -40,17 +40,12 @@ from scipy import special, stats
 
 from gmmpipe.config import derived_seed
 from gmmpipe.data import Dataset, stan_data
-from gmmpipe.errors import ConfigError
 from gmmpipe.io import atomic_path
 from gmmpipe.priors import fixed_values
 
 logger = logging.getLogger(__name__)
 
 LOG_LIK = "log_lik"  # the test quantity log p(y | parameters)
-# Keys of the `sbc` config that decide a replication's result (a batch's job parameters);
-# `replications`, `batch_size`, `methods` and `bins` only decide which replications run and
-# how they are summarized.
-REPLICATION_KEYS = ("seed", "n", "d", "model", "draws")
 RANK_COLUMNS = ["method", "replication", "parameter", "rank", "wall_s", "cpu_s"]
 SUMMARY_COLUMNS = [
     "method",
@@ -242,19 +237,6 @@ def replication_seed(sbc: Mapping[str, Any], method: str, rep: int) -> int:
     return derived_seed(int(sbc["seed"]), "sbc", method, str(rep))
 
 
-def batch_count(sbc: Mapping[str, Any]) -> int:
-    """Number of batches (jobs) of ``batch_size`` replications each, the last one shorter."""
-    return -(-int(sbc["replications"]) // int(sbc["batch_size"]))
-
-
-def batch_replications(sbc: Mapping[str, Any], batch: int) -> range:
-    """The replications of batch `batch` (0-based)."""
-    size, total = int(sbc["batch_size"]), int(sbc["replications"])
-    if not 0 <= batch < batch_count(sbc):
-        raise ValueError(f"batch {batch} out of range: {batch_count(sbc)} batches")
-    return range(batch * size, min((batch + 1) * size, total))
-
-
 def uniformity_test(rank_values: Sequence[int], kept: int, bins: int) -> tuple[float, float]:
     """Chi-square test that ranks (0..kept) are uniform, on `bins` equal bins of ranks.
 
@@ -325,8 +307,8 @@ def _fit(
 ) -> dict[str, np.ndarray]:
     """Fit one simulated dataset; the draws (draw axis first) of mu, theta, sigma, Omega.
 
-    A method with an ``init_method`` (see :func:`check_sbc_config`) starts at that fit's
-    posterior mean, as in the pipeline.
+    A method with an ``init_method`` (see :func:`gmmpipe.sbc_plan.check_sbc_config`) starts at
+    that fit's posterior mean, as in the pipeline.
     """
     from gmmpipe.draws import read_draws
     from gmmpipe.fit import run_cmdstan
@@ -358,7 +340,7 @@ def run_sbc(
     Parameters
     ----------
     exe_file : the compiled stan/gmm.stan.
-    sbc : the validated ``sbc`` config (at least `REPLICATION_KEYS`).
+    sbc : the validated ``sbc`` config (at least `gmmpipe.sbc_plan.REPLICATION_KEYS`).
     methods : method specs by name (as in the config's ``methods``), NUTS or ADVI.
     replications : which replications to run (0-based); all ``sbc["replications"]`` if None.
         Each one's result is the same whichever others run with it (see :func:`replication`).
@@ -407,73 +389,6 @@ def _cpu_seconds() -> float:
     """CPU seconds of this process and of its finished child processes (CmdStan)."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
-
-
-def check_sbc_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Check the validated ``sbc`` config; return the specs of the methods it names, with
-    their ``sbc.method_settings`` applied.
-
-    Raises
-    ------
-    ConfigError
-        When a method is unknown or neither NUTS nor ADVI, `bins` does not divide
-        `draws` + 1, or `method_settings` names a method not calibrated or a setting its
-        algorithm does not have (or a bad value for it).
-    """
-    sbc = config["sbc"]
-    if (sbc["draws"] + 1) % sbc["bins"]:
-        raise ConfigError(
-            f"config: 'sbc.bins' = {sbc['bins']} must divide 'sbc.draws' + 1 = {sbc['draws'] + 1}"
-            " (the number of possible ranks)"
-        )
-    k = sbc.get("model", {}).get("K")
-    if isinstance(k, list):
-        raise ConfigError(f"config: 'sbc.model.K' = {k!r}: SBC needs one K")
-    out = {}
-    for name in sbc["methods"]:
-        spec = config["methods"].get(name)
-        if spec is None:
-            raise ConfigError(
-                f"config: 'sbc.methods' names {name!r}, which is not in 'methods' "
-                f"(known: {sorted(config['methods'])})"
-            )
-        if spec["algorithm"] not in ("nuts", "advi"):
-            raise ConfigError(
-                f"config: 'sbc.methods' names {name!r}, a {spec['algorithm']} method; "
-                "SBC needs posterior draws (nuts or advi)"
-            )
-        out[name] = dict(spec)
-        if spec.get("init"):
-            out[name]["init_method"] = dict(config["methods"][spec["init"]])
-    for name, settings in sbc.get("method_settings", {}).items():
-        if name not in out:
-            raise ConfigError(
-                f"config: 'sbc.method_settings' names {name!r}, which is not in 'sbc.methods' "
-                f"({list(sbc['methods'])})"
-            )
-        out[name].update(_checked_settings(name, out[name]["algorithm"], settings))
-    return out
-
-
-def _checked_settings(name: str, algorithm: str, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """`settings` of method `name`, checked against its algorithm's schema."""
-    import jsonschema
-
-    from gmmpipe.config import load_schema
-
-    if "algorithm" in settings or "init" in settings:
-        raise ConfigError(
-            f"config: 'sbc.method_settings.{name}' may not change 'algorithm' or 'init'"
-        )
-    definitions = load_schema()["$defs"]
-    validator = jsonschema.Draft202012Validator(
-        {"$defs": definitions, "$ref": f"#/$defs/{algorithm}"}
-    )
-    error = jsonschema.exceptions.best_match(validator.iter_errors(dict(settings)))
-    if error is not None:
-        where = ".".join(["sbc", "method_settings", name, *map(str, error.absolute_path)])
-        raise ConfigError(f"config: '{where}' ({algorithm}): {error.message}")
-    return dict(settings)
 
 
 def plot_rank_histograms(table: pd.DataFrame, method: str, kept: int, bins: int) -> Any:

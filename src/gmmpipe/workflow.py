@@ -1,14 +1,17 @@
-"""Small helpers for the Snakemake script adapters in `scripts/`."""
+"""Small helpers for the Snakemake script adapters in `scripts/` and for the Snakemake
+controller (rules/common.smk): stdlib only, as the controller may have nothing but Snakemake."""
 
 from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from gmmpipe.errors import PipelineError
 
@@ -71,3 +74,22 @@ def _fit_label(path: Path) -> str:
         if parts[i : i + 2] == ("results", "fits"):
             return "/".join(parts[i + 2 :])
     return str(path.parent)
+
+
+def git_state(path: str | Path) -> dict[str, Any]:
+    """Commit, branch and whether the work tree has uncommitted changes (``{}`` outside git)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(path), *args], capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    try:
+        return {
+            "commit": git("rev-parse", "HEAD"),
+            "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        }
+    except (OSError, subprocess.CalledProcessError):
+        return {}

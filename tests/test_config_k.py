@@ -65,7 +65,7 @@ def test_compare_method():
 
 
 def test_sbc_needs_one_k():
-    from gmmpipe.sbc import check_sbc_config
+    from gmmpipe.sbc_plan import check_sbc_config
 
     config = validate_config({**_config(2), "sbc": {"methods": [], "model": {"K": [1, 2]}}})
     with pytest.raises(ConfigError, match=r"'sbc\.model\.K' = \[1, 2\]: SBC needs one K"):

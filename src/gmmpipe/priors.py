@@ -12,11 +12,14 @@ by the dataset's rule, ``model.priors``:
 ``data``
     Weakly informative on the data's scale, from the per-column mean m_j and sd s_j:
     mu_kj ~ normal(m_j, s_j); sigma_kj ~ lognormal(log(s_j / 2), 1) (or normal(0, s_j)
-    truncated at 0); theta ~ dirichlet(1); and for diagonal and full covariance a factor
-    exp(-tr(Psi Sigma_k^-1) / 2) with Psi = diag(s_j^2) / K^(2 / D), the exp term of Fraley and
-    Raftery's (2007) inverse-Wishart prior, which keeps a component from collapsing onto a few
-    (e.g. rounded, repeated or collinear) points, where the likelihood is unbounded. The default
-    for user files and simulated mixtures.
+    truncated at 0); theta ~ dirichlet(2), which keeps every component in use unless the data
+    say otherwise; and for diagonal and full covariance a factor exp(-tr(Psi Sigma_k^-1) / 2)
+    with Psi = 0.2 diag(s_j^2) / K^(2 / D): the exp term of Fraley and Raftery's (2007)
+    inverse-Wishart prior at a fifth of their scale. It keeps a component from collapsing onto a
+    few (e.g. rounded, repeated or collinear) points, where the likelihood is unbounded; at their
+    full scale it also keeps clusters much narrower than the column (iris's setosa) from being
+    fitted, and two species merge (docs/model.md, "The psi trade-off"). The default for user
+    files and simulated mixtures.
 
 The likelihood is unchanged, so every result stays on the data's scale.
 """
@@ -46,7 +49,8 @@ PRIOR_KEYS = tuple(FIXED)
 MU_SD_PER_SD = 1.0  # prior sd of a component mean, in data sds
 SIGMA_MEDIAN_PER_SD = 0.5  # prior median of a component scale, in data sds (lognormal)
 SIGMA_LOG_SD = 1.0  # prior sd of log sigma (lognormal)
-DATA_ALPHA = 1.0  # uniform on the simplex: no pull towards empty components
+DATA_ALPHA = 2.0  # a pull away from empty components (1 is flat, below 1 empties them)
+PSI_FACTOR = 0.2  # psi in units of Fraley and Raftery's s_j^2 / K^(2 / D)
 _VECTOR_KEYS = ("mu_location", "mu_sd", "sigma_location", "sigma_scale", "psi")
 
 
@@ -141,7 +145,7 @@ def resolve_priors(y: np.ndarray, model: Mapping[str, Any]) -> dict[str, Any]:
             mu_location=mean,
             mu_sd=MU_SD_PER_SD * sd,
             alpha=DATA_ALPHA,
-            psi=sd**2 / k ** (2 / d),  # Fraley and Raftery (2007)
+            psi=PSI_FACTOR * sd**2 / k ** (2 / d),
         )
         if sigma_prior == "lognormal":
             values.update(sigma_location=np.log(SIGMA_MEDIAN_PER_SD * sd), sigma_scale=SIGMA_LOG_SD)

@@ -1,8 +1,8 @@
-"""Real public data at default settings (K = 3, full covariance): Old Faithful (2-D), iris
-(4-D, three species), and a table whose columns differ by a factor of 1 000 in scale.
+"""Real public data at default settings (full covariance): Old Faithful (2-D, K = 2 and 3), iris
+(4-D, three species, K = 3), and a table whose columns differ by a factor of 1 000 in scale.
 
 The data ship in tests/data/ (see its README for sources). The methods are config/config.yaml's
-``optimize`` and ``nuts`` (4 chains x 1000 + 1000, dense metric), about 15 s per NUTS fit here.
+``optimize`` and ``nuts`` (4 chains x 1000 + 1000, dense metric), 2-15 s per NUTS fit here.
 """
 
 from __future__ import annotations
@@ -84,11 +84,11 @@ def _map_labels(y, outputs):
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # chaotic in the seed: 0 to 80 divergences across seeds and priors
     reason="known open problem (issue 17): Old Faithful has two clusters, and at K = 3 the third "
     "component moves between bridging them and splitting the long-eruption cluster; NUTS mixes "
-    "slowly between the two (48 divergences, R-hat 1.08 at this seed), and the gate says so. "
-    "The strong psi that made this fit converge merged two iris species (docs/model.md, Priors)",
+    "slowly between the two (divergences, R-hat above 1.01), and the gate says so. The strong "
+    "psi that let this seed converge merged two iris species (docs/model.md, Priors)",
 )
 def test_old_faithful_k3_converges_without_degenerate_components(gmm_exe, tmp_path):
     _, checks, _, _ = _fit(gmm_exe, DATA / "faithful.csv", [], "nuts", tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,3 +111,31 @@ def test_wide_table_cells(fake):
     wide = estimates_wide(comparison_table(load_fits(fake["posteriors"]), read_json(fake["truth"])))
     assert wide.loc["mu[1, x1]", "nuts"].count("ESS") == 1
     assert "±" not in wide.loc["mu[1, x1]", "map"]
+
+
+def test_components_at_one_place_are_aligned_by_their_spread(fake):
+    """Two components at almost one place with equal weights, one narrow and one wide: a method
+    that lists them the other way round is aligned by sigma (its means alone match the other
+    way, by 0.02)."""
+    fits = load_fits(fake["posteriors"])
+    rng = np.random.default_rng(0)
+
+    def with_scales(fit, sigma):
+        post = fit.posterior
+        shape = (post.sizes["chain"], post.sizes["draw"], 2, post.sizes["dim"])
+        mu = np.array([0.0, 0.02])[None, None, :, None] + rng.normal(0, 0.01, shape)
+        sig = np.broadcast_to(np.asarray(sigma)[None, None, :, None], shape)
+        sig = sig * np.exp(rng.normal(0, 0.01, shape))
+        dims = ("chain", "draw", "component", "dim")
+        post = post.assign(mu=(dims, mu), sigma=(dims, sig))
+        return replace(fit, posterior=post.assign(theta=post["theta"] * 0 + 0.5))
+
+    nuts = with_scales(fits["nuts"], [0.5, 3.0])
+    advi = with_scales(fits["advi_meanfield"], [3.0, 0.5])
+    aligned = align_components({"nuts": nuts, "advi_meanfield": advi})
+    assert aligned["advi_meanfield"].permutation == [1, 0]
+    np.testing.assert_allclose(
+        aligned["advi_meanfield"].posterior["sigma"].mean(("chain", "draw", "dim")),
+        [0.5, 3.0],
+        rtol=0.05,
+    )

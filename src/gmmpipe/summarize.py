@@ -14,7 +14,7 @@ import pandas as pd
 import xarray as xr
 
 from gmmpipe.io import atomic_path, read_json, write_text
-from gmmpipe.relabel import match_to_reference
+from gmmpipe.relabel import component_features, match_to_reference
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -116,6 +116,15 @@ class MethodFit:
         """Posterior mean of the component means, (K, D)."""
         return self.posterior["mu"].mean(("chain", "draw")).values
 
+    def features(self) -> np.ndarray:
+        """Every draw's component parameters on unbounded scales, (S, K, F)
+        (:func:`gmmpipe.relabel.component_features`)."""
+        post = self.posterior.stack(sample=("chain", "draw")).transpose("sample", "component", ...)
+        optional = {name: post[name].values for name in ("sigma", "Omega") if name in post}
+        return component_features(
+            post["mu"].values, post["theta"].values, optional.get("sigma"), optional.get("Omega")
+        )
+
     def check(self, name: str) -> float:
         """The value of one diagnostics check (NaN when the fit has no such check)."""
         for item in self.diagnostics.get("checks", []):
@@ -155,19 +164,25 @@ def reference_method(fits: Mapping[str, MethodFit]) -> str | None:
 
 
 def align_components(fits: Mapping[str, MethodFit]) -> dict[str, MethodFit]:
-    """Renumber each fit's components to match the reference fit's (by closest means).
+    """Renumber each fit's components to match the reference fit's.
 
     Every fit is already relabelled and ordered by weight on its own; two methods can still
     disagree on the order when weights are close, so tables and figures compare component k
-    of every method with component k of the reference.
+    of every method with component k of the reference. Components are matched on all their
+    parameters (means, weights and, where the model has them, scales and correlations), each
+    in the reference's posterior sds, so that two components at one place that differ in
+    spread are told apart.
     """
     ref = reference_method(fits)
     if ref is None:
         return {}
-    target = fits[ref].mean_mu()
+    draws = fits[ref].features()
+    target = draws.mean(axis=0)
+    overall = np.maximum(draws.reshape(-1, draws.shape[-1]).std(axis=0), 1e-12)
+    spread = np.maximum(draws.std(axis=0), 1e-3 * overall) if len(draws) > 1 else overall
     aligned = {}
     for method, fit in fits.items():
-        (perm,) = match_to_reference(fit.mean_mu()[None], target)
+        (perm,) = match_to_reference(fit.features().mean(axis=0)[None], target, spread)
         posterior = fit.posterior.isel(component=perm).assign_coords(
             component=fit.posterior["component"].values
         )

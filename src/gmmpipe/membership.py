@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import softmax
 
 from gmmpipe.loo import Params, flat_params, log_joint, thin
 
@@ -30,6 +29,22 @@ with warnings.catch_warnings():
 
 _CHUNK_ELEMENTS = 4_000_000
 INTERVAL = (0.05, 0.95)
+
+
+def softmax_components(log_p: np.ndarray) -> np.ndarray:
+    """softmax over the last axis (the K components), in place: the same numbers as
+    ``scipy.special.softmax(log_p, axis=-1)``, but a loop over the few components instead of
+    reductions along a short axis (about 4 times faster for K = 2)."""
+    top = log_p[..., 0].copy()
+    for k in range(1, log_p.shape[-1]):
+        np.maximum(top, log_p[..., k], out=top)
+    log_p -= top[..., None]
+    np.exp(log_p, out=log_p)
+    total = log_p[..., 0].copy()
+    for k in range(1, log_p.shape[-1]):
+        total += log_p[..., k]
+    log_p /= total[..., None]
+    return log_p
 
 
 def responsibilities(
@@ -44,7 +59,7 @@ def responsibilities(
     chunk = max(1, _CHUNK_ELEMENTS // (s * k * draws["mu"].shape[-1]))
     for start in range(0, n, chunk):
         points = slice(start, min(start + chunk, n))
-        r = softmax(log_joint(y[points], draws), axis=-1)  # (S, n, K)
+        r = softmax_components(log_joint(y[points], draws))  # (S, n, K)
         mean[points] = r.mean(axis=0)
         lower[points], upper[points] = np.quantile(r, INTERVAL, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):

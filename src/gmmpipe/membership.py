@@ -11,21 +11,17 @@ responsibilities. Evenly thinned draws and chunks of points keep N = 1e5 cheap.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from gmmpipe.loo import Params, flat_params, log_joint, thin
 
 logger = logging.getLogger(__name__)
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", FutureWarning)
-    import arviz as az
 
 _CHUNK_ELEMENTS = 4_000_000
 INTERVAL = (0.05, 0.95)
@@ -125,8 +121,10 @@ def write_membership(
     from gmmpipe.io import atomic_path, write_json
 
     dataset = load_dataset(data, dataset_json)
-    idata = az.from_netcdf(posterior)
-    result = responsibilities(dataset.y, flat_params(idata.posterior), max_draws=max_draws)
+    # xarray alone: importing ArviZ (and with it matplotlib) would double the job's start-up
+    with xr.open_dataset(posterior, group="posterior") as stored:
+        draws = stored.load()
+    result = responsibilities(dataset.y, flat_params(draws), max_draws=max_draws)
     frame = membership_table(dataset.y, dataset.names, result)
     if dataset.z is not None:
         frame.insert(1 + dataset.d, "z", dataset.z + 1)
@@ -139,9 +137,7 @@ def write_membership(
     info: dict[str, Any] = {
         "n": dataset.n,
         "K": k,
-        "draws": int(
-            min(max_draws, idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"])
-        ),
+        "draws": int(min(max_draws, draws.sizes["chain"] * draws.sizes["draw"])),
         "label_counts": {str(j + 1): int((result["label"] == j + 1).sum()) for j in range(k)},
         "mean_entropy": float(result["entropy"].mean()),
         "uncertain_points": int((result["mean"].max(axis=1) < 0.9).sum()),

@@ -58,17 +58,16 @@ functions {
                                                                   L_Omega[k]),
                                                 identity_matrix(D));
       vector[D] w = L_inv * mu[k]';
+      matrix[D, D] Lambda = crossprod(L_inv);
       int p = D + 1;
       coef[k, 1] = -sum(log(sigma[k])) - sum(log(diagonal(L_Omega[k])))
                    - 0.5 * dot_self(w);
-      // Lambda = L_inv' L_inv with L_inv lower triangular:
-      // Lambda[i, j] = L_inv[j:D, i]' L_inv[j:D, j] for i <= j, and Lambda mu_k' = L_inv' w
+      coef[k, 2 : (D + 1)] = (L_inv' * w)';
       for (i in 1 : D) {
-        coef[k, 1 + i] = dot_product(L_inv[i : D, i], w[i : D]);
-        coef[k, p + 1] = -0.5 * dot_self(L_inv[i : D, i]);
+        coef[k, p + 1] = -0.5 * Lambda[i, i];
         p += 1;
         for (j in (i + 1) : D) {
-          coef[k, p + 1] = -dot_product(L_inv[j : D, i], L_inv[j : D, j]);
+          coef[k, p + 1] = -Lambda[i, j];
           p += 1;
         }
       }

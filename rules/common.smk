@@ -324,12 +324,15 @@ COMPARE = "results/compare/{dataset}"
 
 
 def compare_targets(dataset):
-    """The dataset's K comparison and the membership files of every K, for the compared
-    method (none when no target method has posterior draws)."""
+    """The dataset's K comparison (only with more than one K: a single K has nothing to rank)
+    and the membership files of every K, for the compared method (none when no target method
+    has posterior draws)."""
     if COMPARE_METHOD is None:
         return []
     stem = COMPARE.format(dataset=dataset)
-    outputs = [f"{stem}/loo.csv", f"{stem}/loo.html", f"{stem}/loo.png"]
+    outputs = []
+    if len(dataset_ks(dataset)) > 1:
+        outputs += [f"{stem}/loo.csv", f"{stem}/loo.html", f"{stem}/loo.png"]
     for _, k in dataset_ks(dataset):
         folder = fit_dir(dataset, k, COMPARE_METHOD)
         outputs += [f"{folder}/membership.csv", f"{folder}/membership.json"]

@@ -1,8 +1,9 @@
-# How many components, and which point belongs where. Per dataset, one job compares the fits
-# of every K of `model.K` (of the compared method, `compare.method`) by PSIS-LOO of the
-# marginal log-likelihood, with exact refits / K-fold CV as fallbacks, subsampling LOO for
-# large N, and ArviZ stacking weights; it suggests a K with its evidence. Per fit, one job
-# writes every point's membership probabilities.
+# How many components, and which point belongs where. Per dataset with more than one K, one
+# job compares the fits of every K of `model.K` (of the compared method, `compare.method`) by
+# PSIS-LOO of the marginal log-likelihood, with exact refits / K-fold CV as fallbacks,
+# subsampling LOO for large N, and ArviZ stacking weights; it suggests a K with its evidence
+# (with a single K it runs only when its files are asked for). Per fit, one job writes every
+# point's membership probabilities.
 
 
 rule compare:

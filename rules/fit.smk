@@ -13,6 +13,8 @@ rule optimize:
         "results/benchmarks/{dataset}/K{K}/{method}.tsv"
     wildcard_constraints:
         method=methods_of("optimize"),
+    # fits before the tables and figures waiting for them, the NUTS fits first of all
+    priority: 2
     conda:
         "../envs/cmdstan.yaml"
     resources:
@@ -31,7 +33,7 @@ rule optimize:
 use rule optimize as sample with:
     wildcard_constraints:
         method=methods_of("nuts"),
-    priority: 1
+    priority: 3
     threads: fit_threads
 
 

@@ -26,6 +26,7 @@ rule figures:
         "logs/figures/{dataset}/K{K}.log",
     benchmark:
         "results/benchmarks/figures/{dataset}/K{K}.tsv"
+    priority: 1  # the longest job after the fits: before membership and tables
     conda:
         "../envs/plots.yaml"
     params:

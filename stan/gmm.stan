@@ -24,18 +24,19 @@
 functions {
   // sum_n log1p_exp(alpha + x[n] * beta) = -bernoulli_logit_glm_lpmf(0 | x, alpha, beta)
   real log1p_exp_glm(matrix x, real alpha, vector beta);
-  real lse_excess(matrix x, vector a, matrix beta) {
+  // sum_{n = start}^{end} lse_excess_n; one C++ instance for the plain and reduce_sum paths
+  real lse_excess(matrix x, int start, int end, vector a, matrix beta) {
     if (rows(beta) == 1) {
       return 0;
     }
     if (rows(beta) == 2) {
-      return log1p_exp_glm(x, a[2] - a[1], (beta[2] - beta[1])');
+      return log1p_exp_glm(x[start : end], a[2] - a[1], (beta[2] - beta[1])');
     }
-    return -categorical_logit_glm_lpmf(1 | x, a, beta');
+    return -categorical_logit_glm_lpmf(1 | x[start : end], a, beta');
   }
   real partial_lse_excess(array[] int slice, int start, int end, matrix x,
                           vector a, matrix beta) {
-    return lse_excess(x[start : end], a, beta);
+    return lse_excess(x, start, end, a, beta);
   }
   // Row k: [c_k, beta_k] with log N(y | mu_k, Sigma_k) = c_k + x(y) beta_k' - D log(2 pi) / 2.
   matrix gaussian_coefficients(matrix mu, matrix sigma,
@@ -157,7 +158,7 @@ model {
   }
   target += N * a[1] + x_sum * beta[1]';
   if (grainsize == 0) {
-    target += lse_excess(x, a, beta);
+    target += lse_excess(x, 1, N, a, beta);
   } else {
     target += reduce_sum(partial_lse_excess, n_idx, grainsize, x, a, beta);
   }

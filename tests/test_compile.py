@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -186,3 +187,30 @@ def test_an_executable_from_the_output_cache_runs(gmm_exe, tmp_path):
     del model
     gc.collect()
     assert not copy.parent.exists()
+
+
+@pytest.mark.cmdstan
+def test_the_model_compile_uses_cmdstans_precompiled_header():
+    """The flags compile_model gives make let g++ load the precompiled model header of
+    `make build` (g++ -H marks a header it used with "!", one it refused with "x")."""
+    import shlex
+
+    from gmmpipe.cmdstan import _precompiled_header_first, find_cmdstan, make_variable
+
+    cmdstan = find_cmdstan()
+    if make_variable("CXX_TYPE", cmdstan) != "gcc":
+        pytest.skip("the precompiled header is used by g++ builds only")
+    headers = cmdstan / "stan" / "src" / "stan" / "model" / "model_header.hpp.gch"
+    if not any(p.name.startswith("model_header_") and "threads" not in p.name
+               for p in headers.glob("*.gch")):  # fmt: skip
+        pytest.skip(f"{cmdstan} has no precompiled model header (make build makes one)")
+    flags = _precompiled_header_first(cmdstan)["CPPFLAGS"]
+    command = [
+        *shlex.split(make_variable("CXX", cmdstan)),
+        *shlex.split(make_variable("CXXFLAGS", cmdstan)),
+        *shlex.split(flags),
+        "-Winvalid-pch", "-H", "-fsyntax-only", "-x", "c++", os.devnull,
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=cmdstan, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"^! \S+model_header\S*\.gch$", done.stderr, re.M), done.stderr[:2000]

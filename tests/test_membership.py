@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from fixtures.report.fake_fits import write_fake_dataset
+from scipy.special import softmax
 from scipy.stats import multivariate_normal
 
 from gmmpipe import loo, membership
 from gmmpipe.data import Dataset, read_dataset, write_dataset
 from gmmpipe.draws import Draws
 from gmmpipe.fit import to_inference_data
-from gmmpipe.membership import adjusted_rand_index, responsibilities
+from gmmpipe.membership import adjusted_rand_index, responsibilities, softmax_components
 
 
 @pytest.mark.parametrize(
@@ -83,6 +84,17 @@ def test_membership_files_and_ari_on_well_separated_data(tmp_path):
     assert info["ari"] >= 0.9
     assert json.loads((tmp_path / "membership.json").read_text())["ari"] == info["ari"]
     assert sum(info["label_counts"].values()) == 400
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 12])
+def test_softmax_over_components_is_scipys(k):
+    """The same numbers as scipy's softmax, also with components of weight 0 (log -inf)."""
+    log_p = np.random.default_rng(k).normal(scale=30, size=(7, 50, k))
+    log_p[0, :5, 0] = -np.inf
+    expected = softmax(log_p, axis=-1)
+    np.testing.assert_allclose(softmax_components(log_p.copy()), expected, rtol=1e-15, atol=0)
+    if k < 8:  # numpy sums fewer than 8 numbers in order, as the loop does
+        assert np.array_equal(softmax_components(log_p.copy()), expected, equal_nan=True)
 
 
 def test_membership_is_cheap_at_large_n():

@@ -134,7 +134,7 @@ TINY_CONFIG = {  # the methods of fixtures/report/fake_fits.py
     "datasets": {
         "tiny": {
             "simulate": {"generator": "seed_notebook", "n": 300},
-            "model": {"K": 2, "mu_sd": 1.0, "alpha": 0.1},
+            "model": {"K": [2, 3], "mu_sd": 1.0, "alpha": 0.1},  # two K: a comparison
         }
     },
     "methods": {
@@ -174,18 +174,25 @@ def _faked_workflow(root: Path, work: Path, config: dict) -> Path:
         '{"cmdstan": "2.35.0", "stanc": "stanc3 v2.35.0 (Unix)", "path": "/fake"}'
     )
     methods = {m: spec["algorithm"] for m, spec in config["methods"].items()}
-    fake = write_fake_dataset(
-        work / Path(fit_dir("tiny", 2, "any")).parent, n=300, shift=2.0, methods=methods
-    )
     (results / "data").mkdir()
-    fake["data"].rename(results / "data" / "tiny.csv")
-    fake["truth"].rename(results / "data" / "tiny.json")
-    for method, posterior in fake["posteriors"].items():
-        (posterior.parent / "summary.csv").write_text("parameter,mean\n")
-        (posterior.parent / "cmdstan").mkdir()
-        bench = results / "benchmarks" / "tiny" / "K2" / f"{method}.tsv"
-        bench.parent.mkdir(parents=True, exist_ok=True)
-        bench.write_text("s\th:m:s\tmax_rss\tcpu_time\n0.5\t0:00:00\t100\t0.4\n")
+    ks = config["datasets"]["tiny"]["model"]["K"]
+    for k in ks if isinstance(ks, list) else [ks]:
+        # the data of the first K's fake; every K's fits are drawn near its own true means
+        fake = write_fake_dataset(
+            work / Path(fit_dir("tiny", k, "any")).parent, k=k, n=300, shift=2.0, methods=methods
+        )
+        for name, suffix in (("data", "csv"), ("truth", "json")):
+            target = results / "data" / f"tiny.{suffix}"
+            if target.exists():
+                fake[name].unlink()
+            else:
+                fake[name].rename(target)
+        for method, posterior in fake["posteriors"].items():
+            (posterior.parent / "summary.csv").write_text("parameter,mean\n")
+            (posterior.parent / "cmdstan").mkdir()
+            bench = results / "benchmarks" / "tiny" / f"K{k}" / f"{method}.tsv"
+            bench.parent.mkdir(parents=True, exist_ok=True)
+            bench.write_text("s\th:m:s\tmax_rss\tcpu_time\n0.5\t0:00:00\t100\t0.4\n")
     for step, folder in enumerate(["model", "data", "fits", "benchmarks"], start=1):
         for path in [results / folder, *(results / folder).rglob("*")]:
             os.utime(path, (stamp + 10 * step, stamp + 10 * step))
@@ -295,7 +302,7 @@ def test_report_has_the_k_comparison_table_and_figure(report):
         assert name in text, name
     work = report.parent
     table = pd.read_csv(work / "results" / "compare" / "tiny" / "loo.csv")
-    assert table["K"].tolist() == [2] and table["suggested"].all()
+    assert table["K"].tolist() == [2, 3] and table["suggested"].sum() == 1
     membership = pd.read_csv(work / fit_dir("tiny", 2, "nuts") / "membership.csv")
     assert len(membership) == 300 and {"x1", "x2", "z", "label", "p1", "p2_q95"} <= set(
         membership.columns

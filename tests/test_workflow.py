@@ -33,12 +33,12 @@ def test_default_config_builds_the_full_dag(tmp_path, root):
     assert rules["simulate"] == 2
     assert rules["sample"] == 2 and rules["optimize"] == 2 and rules["pathfinder"] == 2
     assert rules["variational"] == 4
-    assert rules["summarize"] == 2
+    assert rules["summarize"] == 2 and rules["membership"] == 2 and "compare" not in rules
     outputs = scheduled_outputs(result)
     for dataset in datasets:
         assert f"results/data/{dataset}.csv" in outputs
         assert f"results/tables/{dataset}/K2_comparison.csv" in outputs
-        assert f"results/compare/{dataset}/loo.csv" in outputs
+        assert f"results/compare/{dataset}/loo.csv" not in outputs  # one K: nothing to rank
         assert f"{fit_dir(dataset, 2, 'nuts')}/membership.csv" in outputs
         for method in methods:
             assert f"{fit_dir(dataset, 2, method)}/posterior.nc" in outputs

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,9 +36,19 @@ from gmmpipe.data import Dataset, stan_data
 
 logger = logging.getLogger(__name__)
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", FutureWarning)
+if TYPE_CHECKING:
     import arviz as az
+
+
+def _arviz() -> Any:
+    """ArviZ, imported when first needed: it loads matplotlib and scipy.stats, which the
+    membership job (log_joint, flat_params, thin) does without."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
 
 #: Parameters of the draws by their names in posterior.nc: mu (S, K, D), theta (S, K) and,
 #: when fitted, sigma (S, K, D) and Omega (S, K, D, D).
@@ -104,6 +114,7 @@ def psis_loo_points(
     y: np.ndarray, params: Params, *, reff: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PSIS-LOO of every point of `y`: (elpd_i, Pareto k-hat_i, lppd_i), chunk by chunk."""
+    az = _arviz()
     n = len(y)
     elpd, khat, lppd = np.empty(n), np.empty(n), np.empty(n)
     for points, ll in log_lik_chunks(y, params):
@@ -154,6 +165,7 @@ def srs_difference_estimate(
 def relative_efficiency(params: Params, chains: int) -> float:
     """ArviZ's r_eff for PSIS: mean bulk ESS over S of the parameters (1 for independent
     draws, i.e. a single chain of an approximation)."""
+    az = _arviz()
     if chains < 2:
         return 1.0
     s = params["theta"].shape[0]
@@ -351,6 +363,7 @@ def loo_over_k(
 
 def _elpd_data(result: FitLoo) -> az.ELPDData:
     """An ArviZ ELPDData of a LOO estimate (pointwise over its points), for az.compare."""
+    az = _arviz()
     n = len(result.index)
     return az.ELPDData(
         data=[
@@ -391,6 +404,7 @@ def compare_k(
     (of the subsample when subsampled); the differences' SEs are ArviZ's, or the difference
     estimator's when subsampled.
     """
+    az = _arviz()
     ks = sorted(results)
     names = {k: f"K={k}" for k in ks}
     if len(ks) > 1:
@@ -638,6 +652,8 @@ def run_compare(
     from gmmpipe.config import with_k
     from gmmpipe.data import load_dataset
     from gmmpipe.io import atomic_path, write_json
+
+    az = _arviz()
     from gmmpipe.plots import save_figure
 
     observed = load_dataset(data, dataset_json)

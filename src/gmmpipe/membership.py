@@ -11,25 +11,36 @@ responsibilities. Evenly thinned draws and chunks of points keep N = 1e5 cheap.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import softmax
+import xarray as xr
 
 from gmmpipe.loo import Params, flat_params, log_joint, thin
 
 logger = logging.getLogger(__name__)
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", FutureWarning)
-    import arviz as az
-
 _CHUNK_ELEMENTS = 4_000_000
 INTERVAL = (0.05, 0.95)
+
+
+def softmax_components(log_p: np.ndarray) -> np.ndarray:
+    """softmax over the last axis (the K components), in place: the same numbers as
+    ``scipy.special.softmax(log_p, axis=-1)``, but a loop over the few components instead of
+    reductions along a short axis (about 4 times faster for K = 2)."""
+    top = log_p[..., 0].copy()
+    for k in range(1, log_p.shape[-1]):
+        np.maximum(top, log_p[..., k], out=top)
+    log_p -= top[..., None]
+    np.exp(log_p, out=log_p)
+    total = log_p[..., 0].copy()
+    for k in range(1, log_p.shape[-1]):
+        total += log_p[..., k]
+    log_p /= total[..., None]
+    return log_p
 
 
 def responsibilities(
@@ -44,7 +55,7 @@ def responsibilities(
     chunk = max(1, _CHUNK_ELEMENTS // (s * k * draws["mu"].shape[-1]))
     for start in range(0, n, chunk):
         points = slice(start, min(start + chunk, n))
-        r = softmax(log_joint(y[points], draws), axis=-1)  # (S, n, K)
+        r = softmax_components(log_joint(y[points], draws))  # (S, n, K)
         mean[points] = r.mean(axis=0)
         lower[points], upper[points] = np.quantile(r, INTERVAL, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -110,8 +121,10 @@ def write_membership(
     from gmmpipe.io import atomic_path, write_json
 
     dataset = load_dataset(data, dataset_json)
-    idata = az.from_netcdf(posterior)
-    result = responsibilities(dataset.y, flat_params(idata.posterior), max_draws=max_draws)
+    # xarray alone: importing ArviZ (and with it matplotlib) would double the job's start-up
+    with xr.open_dataset(posterior, group="posterior") as stored:
+        draws = stored.load()
+    result = responsibilities(dataset.y, flat_params(draws), max_draws=max_draws)
     frame = membership_table(dataset.y, dataset.names, result)
     if dataset.z is not None:
         frame.insert(1 + dataset.d, "z", dataset.z + 1)
@@ -124,9 +137,7 @@ def write_membership(
     info: dict[str, Any] = {
         "n": dataset.n,
         "K": k,
-        "draws": int(
-            min(max_draws, idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"])
-        ),
+        "draws": int(min(max_draws, draws.sizes["chain"] * draws.sizes["draw"])),
         "label_counts": {str(j + 1): int((result["label"] == j + 1).sum()) for j in range(k)},
         "mean_entropy": float(result["entropy"].mean()),
         "uncertain_points": int((result["mean"].max(axis=1) < 0.9).sum()),

@@ -591,7 +591,15 @@ def plot_marginals(fits: Mapping[str, MethodFit]) -> Figure:
         for c, fit in enumerate(others):
             ax = axes[r, c]
             color = colors[comp - 1]
-            ax.hist(base, bins=50, density=True, color=color, alpha=0.35, label=nuts.method)
+            ax.hist(
+                base,
+                bins=50,
+                density=True,
+                histtype="stepfilled",
+                color=color,
+                alpha=0.35,
+                label=nuts.method,
+            )
             values = fit.posterior[index[0]].values[(..., *index[1:])].ravel()
             _density_line(ax, values, color, linewidth=2, label=fit.method)
             for point in maps:

@@ -164,13 +164,16 @@ def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path)
     )
 
 
-def load_dataset(csv_path: str | Path, json_path: str | Path, *, k: int = 1) -> Dataset:
+def load_dataset(csv_path: str | Path, json_path: str | Path | None, *, k: int = 1) -> Dataset:
     """Read a dataset the pipeline wrote (:func:`write_dataset`): the coordinates and the
-    true assignments are the columns its JSON names, whatever the columns are called."""
-    info = read_json(json_path)
+    true assignments are the columns its JSON names, whatever the columns are called.
+
+    Without a JSON, or with one written before the JSON named its columns, every column but
+    z is a coordinate and z, when present, holds the assignments."""
+    info = read_json(json_path) if json_path is not None else {}
     if "coordinates" in info:
         columns, assignments = info["coordinates"], info.get("assignments")
-    else:  # written before the JSON named its columns: x1..xD, plus z for simulated data
+    else:
         header = pd.read_csv(csv_path, nrows=0).columns
         columns = [c for c in header if c != ASSIGNMENT_COLUMN]
         assignments = ASSIGNMENT_COLUMN if ASSIGNMENT_COLUMN in header else None

@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import stats
 
-from gmmpipe.data import ASSIGNMENT_COLUMN, coordinate_names, load_dataset
+from gmmpipe.data import coordinate_names, load_dataset
 from gmmpipe.io import atomic_path, read_json
 from gmmpipe.mixture_plots import plot_fitted_density
 from gmmpipe.ppc import plot_ppc
@@ -662,15 +662,6 @@ def plot_nuts_rank(fit: MethodFit) -> Figure:
 # --- Dispatch from the workflow ----------------------------------------------------------------
 
 
-def read_observations(path: str | Path, dataset: str | Path | None = None) -> np.ndarray:
-    """The coordinates of a dataset the pipeline wrote, (N, D): the columns its JSON
-    `dataset` names (:func:`gmmpipe.data.load_dataset`), else every column but z."""
-    if dataset is not None:
-        return load_dataset(path, dataset).y
-    frame = pd.read_csv(path)
-    return frame[[c for c in frame.columns if c != ASSIGNMENT_COLUMN]].to_numpy(dtype=float)
-
-
 def _coordinate_names(dataset: Mapping[str, Any], d: int) -> list[str]:
     """The coordinates' names recorded in a dataset's JSON, else x1..xD."""
     return list(dataset.get("coordinates") or coordinate_names(d))
@@ -754,7 +745,7 @@ def make_figure(
     settings: Mapping[str, Any] | None = None,
 ) -> None:
     """Build figure `name` (a key of :data:`FIGURES`) from the workflow's files and save it."""
-    y = read_observations(data, truth) if data else np.empty((0, 2))
+    y = load_dataset(data, truth).y if data else np.empty((0, 2))
     truth_values = read_json(truth) if truth else {}
     names = _coordinate_names(truth_values, y.shape[1])
     _draw(name, output, y, load_fits(posteriors or {}), truth_values, dict(settings or {}), names)
@@ -774,7 +765,7 @@ def make_figures(
     `figures` maps a file name (``<name>.png`` is written) to the figure's kind (a key of
     :data:`FIGURES`) and the methods it shows. The folder appears only once all are drawn.
     """
-    y = read_observations(data, truth)
+    y = load_dataset(data, truth).y
     truth_values = read_json(truth)
     names = _coordinate_names(truth_values, y.shape[1])
     fits = load_fits(posteriors)

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gmmpipe.diagnostics import check
-from gmmpipe.draws import read_draws, relabel
-from gmmpipe.fit import stable_name, to_inference_data
+from gmmpipe.diagnostics import check, mode_check
+from gmmpipe.draws import Draws, read_draws, relabel
+from gmmpipe.fit import _stack_chains, stable_name, to_inference_data
 from gmmpipe.summarize import SUMMARY_COLUMNS, summarize_fit
 from gmmpipe.vi import advi_converged, parse_elbo
 
@@ -146,3 +146,25 @@ def test_threads_turn_on_reduce_sum():
     assert with_threads(model, {"threads_per_chain": 2}, 1000)["grainsize"] == 125
     assert with_threads({"K": 2, "grainsize": 7}, {"threads_per_chain": 2}, 1000)["grainsize"] == 7
     assert with_threads(model, {"algorithm": "advi"}, 1000)["grainsize"] == 0
+
+
+def test_chains_in_different_modes_are_stacked_beside_the_plain_result():
+    """The chain_modes check fails for two chains in a merged mode; the report gains the chains'
+    stacking weights (diagnostics.json) and the check's detail names them."""
+    rng = np.random.default_rng(5)
+    mu_true = np.array([[-3.0, 0.0], [3.0, 0.0]])
+    y = mu_true[rng.integers(0, 2, 200)] + rng.normal(size=(200, 2))
+    good = mu_true + 0.05 * rng.normal(size=(2, 100, 2, 2))
+    merged = 0.05 * rng.normal(size=(2, 100, 2, 2))
+    draws = Draws(mu=np.concatenate([good, merged]), theta=np.full((4, 100, 2), 0.5))
+    report = {"checks": [mode_check(draws, threshold=1.0)]}
+    assert not report["checks"][0]["passed"]
+    _stack_chains(report, y, draws, seed=1)
+    weights = report["chain_stacking"]["weights"]
+    assert sum(weights[:2]) > 0.99
+    assert "stacking weights of the chains" in report["checks"][0]["detail"]
+    report = {
+        "checks": [mode_check(Draws(mu=np.concatenate([good, good]), theta=draws.theta), 1.0)]
+    }
+    _stack_chains(report, y, draws, seed=1)
+    assert "chain_stacking" not in report  # chains that agree are left alone

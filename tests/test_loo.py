@@ -237,3 +237,23 @@ def test_one_k_needs_no_comparison():
 def test_khat_threshold():
     assert loo.khat_threshold(4000) == 0.7
     assert loo.khat_threshold(100) == pytest.approx(0.5)
+
+
+def test_chain_stacking_weights_the_chains_in_the_mode_that_predicts():
+    """Two chains near the true mixture, two in a mode with the components merged: stacking
+    puts its weight on the first two, and the stacked means are theirs."""
+    rng = np.random.default_rng(4)
+    mu_true = np.array([[-3.0, 0.0], [3.0, 0.0]])
+    z = rng.integers(0, 2, 300)
+    y = mu_true[z] + rng.normal(size=(300, 2))
+    good = mu_true + 0.05 * rng.normal(size=(2, 200, 2, 2))
+    merged = np.zeros((2, 200, 2, 2)) + 0.05 * rng.normal(size=(2, 200, 2, 2))
+    params = {
+        "mu": np.concatenate([good, merged]),
+        "theta": np.full((4, 200, 2), 0.5),
+    }
+    out = loo.chain_stacking(y, params, max_points=100)
+    assert out["points"] == 100 and len(out["weights"]) == 4
+    assert sum(out["weights"][:2]) > 0.99, out["weights"]
+    np.testing.assert_allclose(out["mu"], mu_true, atol=0.1)
+    np.testing.assert_allclose(out["theta"], [0.5, 0.5])

@@ -695,9 +695,9 @@ def run_compare(
     from gmmpipe.config import with_k
     from gmmpipe.data import load_dataset
     from gmmpipe.io import atomic_path, write_json
+    from gmmpipe.plots import save_figure
 
     az = _arviz()
-    from gmmpipe.plots import save_figure
 
     observed = load_dataset(data, dataset_json)
     fits, chains = {}, {}

@@ -13,10 +13,11 @@
 // and, taking component 1 as the reference,
 //   sum_n log_sum_exp_k eta[n, k] = N a[1] + (sum_n x_n) beta_1' + sum_n lse_excess_n,
 //   lse_excess_n = log_sum_exp_k eta[n, k] - eta[n, 1].
-// The excess is a categorical-logit GLM term (a Bernoulli-logit one for K = 2), which
-// Stan evaluates with analytic gradients: one autodiff node for all N observations. For K = 2
-// that term is sum_n log1p_exp(eta[n, 2] - eta[n, 1]), evaluated by log1p_exp_glm, which is
-// C++ in stan/user_header.hpp (CmdStan's user header) for exp and log that vectorize.
+// The excess is a categorical-logit GLM term (a Bernoulli-logit one for K = 2), evaluated with
+// analytic gradients: one autodiff node for all N observations. For K = 2 that term is
+// sum_n log1p_exp(eta[n, 2] - eta[n, 1]), evaluated by log1p_exp_glm, for K >= 3 by
+// lse_excess_glm: C++ in stan/user_header.hpp (CmdStan's user header), the first for exp and
+// log that vectorize, the second to compile faster than Stan Math's categorical_logit_glm.
 // Priors, per coordinate j (values from the data's scale or fixed: gmmpipe.priors):
 //   mu[k, j] ~ normal(mu_location[j], mu_sd[j]), theta ~ dirichlet(alpha),
 //   sigma[k, j] ~ lognormal or normal+(sigma_location[j], sigma_scale[j]),
@@ -24,6 +25,9 @@
 functions {
   // sum_n log1p_exp(alpha + x[n] * beta) = -bernoulli_logit_glm_lpmf(0 | x, alpha, beta)
   real log1p_exp_glm(matrix x, real alpha, vector beta);
+  // sum_n (log_sum_exp(a + beta * x[n]') - a[1] - x[n] * beta[1]')
+  //   = -categorical_logit_glm_lpmf(1 | x, a, beta')
+  real lse_excess_glm(matrix x, vector a, matrix beta);
   // sum_{n = start}^{end} lse_excess_n; one C++ instance for the plain and reduce_sum paths
   real lse_excess(matrix x, int start, int end, vector a, matrix beta) {
     if (rows(beta) == 1) {
@@ -32,7 +36,7 @@ functions {
     if (rows(beta) == 2) {
       return log1p_exp_glm(x[start : end], a[2] - a[1], (beta[2] - beta[1])');
     }
-    return -categorical_logit_glm_lpmf(1 | x[start : end], a, beta');
+    return lse_excess_glm(x[start : end], a, beta);
   }
   real partial_lse_excess(array[] int slice, int start, int end, matrix x,
                           vector a, matrix beta) {

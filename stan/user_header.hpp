@@ -12,6 +12,13 @@
 // AVX-512 on x86-64), so a CmdStan built for generic x86-64 still gets them. Widths 4 and 8 run
 // the same operations, fused multiply-adds included, and give the same bits; width 2 has no
 // fused multiply-add and can differ from them in the last bit.
+//
+// lse_excess_glm(x, a, beta) = sum_n (log_sum_exp_k eta[n, k] - eta[n, 1]) and its gradient,
+// eta[n, k] = a[k] + x[n] * beta[k]', i.e. -categorical_logit_glm_lpmf(1 | x, a, beta'), for
+// K >= 3. The double arithmetic sits in one non-template function, so that its matrix products
+// are compiled once, not once per scalar type as Stan Math's categorical_logit_glm is: that
+// saves about a fifth of the model's compile (docs/performance.md, "What the program's pieces
+// cost").
 #ifndef GMMPIPE_USER_HEADER_HPP
 #define GMMPIPE_USER_HEADER_HPP
 
@@ -109,6 +116,32 @@ inline void log1p_exp(const double* eta, double* lterm, double* g, std::ptrdiff_
   log1p_exp_w2(eta, lterm, g, n);
 }
 
+// sum_n (log_sum_exp_k eta[n, k] - eta[n, 1]) with eta[n, k] = a[k] + x[n] * beta[k]';
+// with `d_a` and `d_beta` given, also its gradient, from
+// d/d eta[n, k] = softmax(eta[n])[k] - [k = 1]. Not a template: one instance (and one of each
+// matrix product) serves every scalar type of lse_excess_glm.
+inline double lse_excess(const Eigen::Ref<const Eigen::MatrixXd>& x, const Eigen::VectorXd& a,
+                         const Eigen::MatrixXd& beta, Eigen::VectorXd* d_a,
+                         Eigen::MatrixXd* d_beta) {
+  Eigen::MatrixXd eta = x * beta.transpose();
+  eta.rowwise() += a.transpose();
+  eta.colwise() -= eta.col(0).eval();
+  const Eigen::ArrayXd eta_max = eta.rowwise().maxCoeff().array();
+  Eigen::ArrayXXd p = (eta.array().colwise() - eta_max).exp();
+  const Eigen::ArrayXd total = p.rowwise().sum();
+  const double lp = (eta_max + total.log()).sum();
+  if (!std::isfinite(lp)) {
+    stan::math::check_finite("lse_excess_glm", "Linear predictor", eta);
+  }
+  if (d_a != nullptr) {
+    p.colwise() /= total;
+    p.col(0) -= 1.0;
+    *d_a = p.colwise().sum().transpose().matrix();
+    *d_beta = p.matrix().transpose() * x;
+  }
+  return lp;
+}
+
 constexpr std::ptrdiff_t max_lanes = 8;
 
 }  // namespace internal
@@ -144,6 +177,37 @@ stan::return_type_t<T_alpha, T_beta> log1p_exp_glm(const T_x& x, const T_alpha& 
     }
     if constexpr (!stan::is_constant<T_beta>::value) {
       stan::math::partials<1>(ops) = x_ref.transpose() * inv_logit_eta.head(n).matrix();
+    }
+    return ops.build(lp);
+  }
+}
+
+
+// lse_excess_glm: see the top of this file.
+template <typename T_x, typename T_a, typename T_beta,
+          stan::require_eigen_vt<std::is_arithmetic, T_x>* = nullptr,
+          stan::require_eigen_vector_t<T_a>* = nullptr,
+          stan::require_eigen_matrix_dynamic_t<T_beta>* = nullptr>
+stan::return_type_t<T_a, T_beta> lse_excess_glm(const T_x& x, const T_a& a, const T_beta& beta,
+                                                std::ostream* pstream__) {
+  using stan::math::value_of;
+  const auto& x_ref = stan::math::to_ref(x);
+  const auto& a_ref = stan::math::to_ref(a);
+  const auto& beta_ref = stan::math::to_ref(beta);
+  if constexpr (stan::is_constant_all<T_a, T_beta>::value) {
+    return gmmpipe::internal::lse_excess(x_ref, value_of(a_ref), value_of(beta_ref), nullptr,
+                                         nullptr);
+  } else {
+    Eigen::VectorXd d_a;
+    Eigen::MatrixXd d_beta;
+    const double lp = gmmpipe::internal::lse_excess(x_ref, value_of(a_ref), value_of(beta_ref),
+                                                    &d_a, &d_beta);
+    auto ops = stan::math::make_partials_propagator(a_ref, beta_ref);
+    if constexpr (!stan::is_constant<T_a>::value) {
+      stan::math::partials<0>(ops) = d_a;
+    }
+    if constexpr (!stan::is_constant<T_beta>::value) {
+      stan::math::partials<1>(ops) = d_beta;
     }
     return ops.build(lp);
   }

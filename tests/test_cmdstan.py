@@ -197,21 +197,24 @@ def test_log_density_equals_plain_log_sum_exp(gmm_exe, covariance, k, d, grainsi
 
 
 @pytest.mark.cmdstan
+@pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("grainsize", [0, 7])
 @pytest.mark.parametrize("scale", [1.0, 8.0])
-def test_gradient_equals_finite_differences(gmm_exe, grainsize, scale):
-    """The K = 2 likelihood's hand-written gradient (stan/user_header.hpp), with and without
-    reduce_sum, near the data and far out (linear predictors up to 190), against central
-    differences.
+def test_gradient_equals_finite_differences(gmm_exe, k, grainsize, scale):
+    """The likelihood's hand-written gradients (stan/user_header.hpp: log1p_exp_glm for K = 2,
+    lse_excess_glm for K = 3), with and without reduce_sum, near the data and far out (linear
+    predictors up to about 190), against central differences.
     """
-    data = simulate_mixture(41, [[-1.0, 0.5], [1.0, 1.0]], [0.3, 0.7], seed=1)
-    inputs = stan_data(data, {"K": 2, "mu_sd": 1.5, "alpha": 0.7, "grainsize": grainsize})
+    means = [[-1.0, 0.5], [1.0, 1.0], [0.0, -1.0]][:k]
+    data = simulate_mixture(41, means, (np.ones(k) / k).tolist(), seed=1)
+    inputs = stan_data(data, {"K": k, "mu_sd": 1.5, "alpha": 0.7, "grainsize": grainsize})
     model = load_model(gmm_exe)
+    size = 3 * k - 1  # mu (k x 2), phi (k - 1); all unconstrained in this model
 
-    def log_prob(x):  # x: mu (column-major), phi; all unconstrained in this model
+    def log_prob(x):
         params = {
-            "mu_free": x[:4].reshape(2, 2, order="F"),
-            "phi": x[4:],
+            "mu_free": x[: 2 * k].reshape(k, 2, order="F"),
+            "phi": x[2 * k :],
             "mu_first": np.zeros(0),
             "sigma": np.zeros((0, 2)),
             "L_Omega": np.zeros((0, 2, 2)),
@@ -219,10 +222,10 @@ def test_gradient_equals_finite_differences(gmm_exe, grainsize, scale):
         out = model.log_prob(params, inputs, sig_figs=18).iloc[0]
         return float(out["lp__"]), out.iloc[1:].to_numpy(float)
 
-    x = np.random.default_rng(3).normal(scale=scale, size=5)
+    x = np.random.default_rng(3).normal(scale=scale, size=size)
     _, gradient = log_prob(x)
     h = 1e-6 * scale
-    numeric = [(log_prob(x + h * e)[0] - log_prob(x - h * e)[0]) / (2 * h) for e in np.eye(5)]
+    numeric = [(log_prob(x + h * e)[0] - log_prob(x - h * e)[0]) / (2 * h) for e in np.eye(size)]
     np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-4)
 
 

@@ -62,16 +62,17 @@ functions {
                                                                   L_Omega[k]),
                                                 identity_matrix(D));
       vector[D] w = L_inv * mu[k]';
-      matrix[D, D] Lambda = crossprod(L_inv);
       int p = D + 1;
       coef[k, 1] = -sum(log(sigma[k])) - sum(log(diagonal(L_Omega[k])))
                    - 0.5 * dot_self(w);
-      coef[k, 2 : (D + 1)] = (L_inv' * w)';
+      // Lambda_k = L_inv' L_inv, L_inv lower triangular: for i <= j,
+      // Lambda_k[i, j] = L_inv[j : D, i]' L_inv[j : D, j], and Lambda_k mu_k' = L_inv' w
       for (i in 1 : D) {
-        coef[k, p + 1] = -0.5 * Lambda[i, i];
+        coef[k, 1 + i] = dot_product(L_inv[i : D, i], w[i : D]);
+        coef[k, p + 1] = -0.5 * dot_self(L_inv[i : D, i]);
         p += 1;
         for (j in (i + 1) : D) {
-          coef[k, p + 1] = -Lambda[i, j];
+          coef[k, p + 1] = -dot_product(L_inv[j : D, i], L_inv[j : D, j]);
           p += 1;
         }
       }

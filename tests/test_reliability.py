@@ -59,7 +59,10 @@ def _config() -> dict[str, Any]:
         "chains": 2,
         "parallel_chains": 2,
         "iter_warmup": 300,
-        "iter_sampling": 300,
+        # CmdStan writes draws in buffered blocks, so the 50 rows the kill waits for appear at
+        # about a fortieth of the sampling: 2000 leave it a second or two to run (at 300 a fast
+        # machine finished between the check and the kill)
+        "iter_sampling": 2000,
     }
     return config
 

@@ -17,8 +17,7 @@
 // eta[n, k] = a[k] + x[n] * beta[k]', i.e. -categorical_logit_glm_lpmf(1 | x, a, beta'), for
 // K >= 3. The double arithmetic sits in one non-template function, so that its matrix products
 // are compiled once, not once per scalar type as Stan Math's categorical_logit_glm is: that
-// saves about a fifth of the model's compile (docs/performance.md, "What the program's pieces
-// cost").
+// saves about a tenth of the model's compile (docs/performance.md, "Compile").
 #ifndef GMMPIPE_USER_HEADER_HPP
 #define GMMPIPE_USER_HEADER_HPP
 
@@ -181,7 +180,6 @@ stan::return_type_t<T_alpha, T_beta> log1p_exp_glm(const T_x& x, const T_alpha& 
     return ops.build(lp);
   }
 }
-
 
 // lse_excess_glm: see the top of this file.
 template <typename T_x, typename T_a, typename T_beta,

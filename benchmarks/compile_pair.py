@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from peers import ROOT, load_avg, to_markdown
 
-from gmmpipe.cmdstan import _precompiled_header_first, find_cmdstan
+from gmmpipe.cmdstan import find_cmdstan, precompiled_header_options
 
 FILES = ("stan/gmm.stan", "stan/user_header.hpp")
 
@@ -44,7 +44,7 @@ def checkout(rev: str, dest: Path) -> Path:
 
 def build_together(exes: list[Path], cmdstan: Path) -> list[dict[str, float]]:
     """Build every executable at once; wall and CPU seconds of each make (g++ included)."""
-    options = {"STANCFLAGS": "--allow-undefined", **_precompiled_header_first(cmdstan)}
+    options = {"STANCFLAGS": "--allow-undefined", **precompiled_header_options(cmdstan)}
     procs = []
     for exe in exes:
         exe.unlink(missing_ok=True)

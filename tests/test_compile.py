@@ -195,7 +195,7 @@ def test_the_model_compile_uses_cmdstans_precompiled_header():
     `make build` (g++ -H marks a header it used with "!", one it refused with "x")."""
     import shlex
 
-    from gmmpipe.cmdstan import _precompiled_header_first, find_cmdstan, make_variable
+    from gmmpipe.cmdstan import find_cmdstan, make_variable, precompiled_header_options
 
     cmdstan = find_cmdstan()
     if make_variable("CXX_TYPE", cmdstan) != "gcc":
@@ -204,7 +204,7 @@ def test_the_model_compile_uses_cmdstans_precompiled_header():
     if not any(p.name.startswith("model_header_") and "threads" not in p.name
                for p in headers.glob("*.gch")):  # fmt: skip
         pytest.skip(f"{cmdstan} has no precompiled model header (make build makes one)")
-    flags = _precompiled_header_first(cmdstan)["CPPFLAGS"]
+    flags = precompiled_header_options(cmdstan)["CPPFLAGS"]
     command = [
         *shlex.split(make_variable("CXX", cmdstan)),
         *shlex.split(make_variable("CXXFLAGS", cmdstan)),

@@ -135,7 +135,7 @@ def make_variable(name: str, path: Path | None = None) -> str:
 PRECOMPILED_FIRST = "-include stan/model/model_header.hpp"
 
 
-def _precompiled_header_first(path: Path) -> dict[str, str]:
+def precompiled_header_options(path: Path) -> dict[str, str]:
     """Make options that let g++ use CmdStan's precompiled model header despite a user header.
 
     g++ uses a precompiled header only for the first file a translation unit includes, and
@@ -187,7 +187,7 @@ def compile_model(
     cmdstanpy.set_cmdstan_path(str(path))
     check_cpp_flags(cpp_flags, path)
     stan_file, exe_file = Path(stan_file), Path(exe_file)
-    cpp_options: dict[str, Any] = _precompiled_header_first(path)
+    cpp_options: dict[str, Any] = precompiled_header_options(path)
     if stan_threads:
         cpp_options["STAN_THREADS"] = True
     if cpp_flags:

@@ -2,12 +2,13 @@
 // marginalized out:
 //   log p(y_n | mu, Sigma, theta) = log_sum_exp_k (log theta_k + log N(y_n | mu_k, Sigma_k)).
 // Covariances: 0 identity (the seed's model), 1 diagonal, Sigma_k = diag(sigma_k)^2,
-// 2 full, Sigma_k = diag(sigma_k) Omega_k diag(sigma_k) with Omega_k = L_Omega_k L_Omega_k'.
+// 2 full, Sigma_k = diag(sigma_k) Omega_k diag(sigma_k) with Omega_k = L_Omega_k L_Omega_k',
+// 3 tied, Sigma_k = Sigma = diag(sigma_1) Omega_1 diag(sigma_1) for every k.
 //
 // log N(y | mu_k, Sigma_k) is linear in features x(y) of the observation, up to a constant:
 //   identity: x = y,                 beta_k = mu_k
 //   diagonal: x = [y, y .* y],       beta_k = [mu_k ./ sigma_k^2, -0.5 ./ sigma_k^2]
-//   full:     x = [y, y_i y_j (i <= j)], beta_k = [Lambda_k mu_k, -Lambda_k,ii / 2, -Lambda_k,ij]
+//   full, tied: x = [y, y_i y_j (i <= j)], beta_k = [Lambda_k mu_k, -Lambda_k,ii / 2, -Lambda_k,ij]
 // with Lambda_k the precision matrix. So log_sum_exp_k eta[n, k] with
 //   eta[n, k] = a[k] + x_n beta_k',  a[k] = log theta_k + c_k,
 // and, taking component 1 as the reference,
@@ -21,7 +22,7 @@
 // Priors, per coordinate j (values from the data's scale or fixed: gmmpipe.priors):
 //   mu[k, j] ~ normal(mu_location[j], mu_sd[j]), theta ~ dirichlet(alpha),
 //   sigma[k, j] ~ lognormal or normal+(sigma_location[j], sigma_scale[j]),
-//   Omega_k ~ lkj_corr(lkj_eta), times exp(-tr(diag(psi) Sigma_k^-1) / 2).
+//   Omega_k ~ lkj_corr(lkj_eta), times exp(-tr(diag(psi) Sigma_k^-1) / 2), once per distinct Sigma_k.
 functions {
   // sum_n log1p_exp(alpha + x[n] * beta) = -bernoulli_logit_glm_lpmf(0 | x, alpha, beta)
   real log1p_exp_glm(matrix x, real alpha, vector beta);
@@ -58,12 +59,13 @@ functions {
     }
     matrix[K, 1 + D + (D * (D + 1)) %/% 2] coef;
     for (k in 1 : K) {
-      matrix[D, D] L_inv = mdivide_left_tri_low(diag_pre_multiply(sigma[k],
-                                                                  L_Omega[k]),
+      int c = rows(sigma) == 1 ? 1 : k; // tied: one covariance
+      matrix[D, D] L_inv = mdivide_left_tri_low(diag_pre_multiply(sigma[c],
+                                                                  L_Omega[c]),
                                                 identity_matrix(D));
       vector[D] w = L_inv * mu[k]';
       int p = D + 1;
-      coef[k, 1] = -sum(log(sigma[k])) - sum(log(diagonal(L_Omega[k])))
+      coef[k, 1] = -sum(log(sigma[c])) - sum(log(diagonal(L_Omega[c])))
                    - 0.5 * dot_self(w);
       // Lambda_k = L_inv' L_inv, L_inv lower triangular: for i <= j,
       // Lambda_k[i, j] = L_inv[j : D, i]' L_inv[j : D, j], and Lambda_k mu_k' = L_inv' w
@@ -85,7 +87,7 @@ data {
   int<lower=1> D;
   int<lower=1> K;
   matrix[N, D] y;
-  int<lower=0, upper=2> covariance; // 0 identity, 1 diagonal, 2 full
+  int<lower=0, upper=3> covariance; // 0 identity, 1 diagonal, 2 full, 3 tied
   int<lower=0, upper=1> order_means; // 1: mu[1, 1] < ... < mu[K, 1]
   vector[D] mu_location; // mu[k, j] ~ normal(mu_location[j], mu_sd[j])
   vector<lower=0>[D] mu_sd;
@@ -107,7 +109,7 @@ transformed data {
   if (covariance == 1) {
     x[ : , (D + 1) : P] = square(y);
     x_square = linspaced_int_array(D, D + 1, P);
-  } else if (covariance == 2) {
+  } else if (covariance >= 2) {
     int p = D;
     for (i in 1 : D) {
       x_square[i] = p + 1;
@@ -120,7 +122,7 @@ transformed data {
   row_vector[P] x_sum = rep_row_vector(1, N) * x;
   array[N] int n_idx = linspaced_int_array(N, 1, N);
   // the priors' parameters for every entry of to_vector(mu) and to_vector(sigma)
-  int K_sigma = covariance > 0 ? K : 0;
+  int K_sigma = covariance == 0 ? 0 : (covariance == 3 ? 1 : K); // distinct Sigma_k
   vector[K * D] mu_loc = to_vector(rep_matrix(mu_location', K));
   vector[K * D] mu_scale = to_vector(rep_matrix(mu_sd', K));
   vector[K_sigma * D] sigma_loc = to_vector(rep_matrix(sigma_location',
@@ -132,7 +134,7 @@ parameters {
   matrix[K, D - order_means] mu_free; // the other coordinates (all when not ordered)
   vector[K - 1] phi; // log theta_k - log theta_1, k = 2..K
   matrix<lower=0>[K_sigma, D] sigma; // row k: scales of component k
-  array[covariance == 2 ? K : 0] cholesky_factor_corr[D] L_Omega;
+  array[covariance >= 2 ? K_sigma : 0] cholesky_factor_corr[D] L_Omega;
 }
 transformed parameters {
   matrix[K, D] mu = order_means ? append_col(mu_first, mu_free) : mu_free; // row k: mean k
@@ -159,7 +161,7 @@ model {
   if (covariance > 0) {
     // exp(-tr(diag(psi) Lambda_k) / 2), as in an inverse-Wishart prior:
     // beta[k, x_square] = -diag(Lambda_k) / 2
-    target += sum(beta[ : , x_square] * psi);
+    target += sum(beta[1 : K_sigma, x_square] * psi);
   }
   target += N * a[1] + x_sum * beta[1]';
   if (grainsize == 0) {

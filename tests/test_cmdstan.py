@@ -84,9 +84,10 @@ def _reference_log_density(y, params, model):
     `model` is the program's data (per-coordinate prior vectors)."""
     mu, theta = params["mu"], params["theta"]
     k, d = mu.shape
-    cov = _covariances(params, k, d)
+    cov = _covariances(params, k, d)  # the distinct ones: one when tied
     comp = np.stack(
-        [multivariate_normal.logpdf(y, mu[j], cov[j]).reshape(len(y)) for j in range(k)], axis=1
+        [multivariate_normal.logpdf(y, mu[j], cov[j % len(cov)]).reshape(len(y)) for j in range(k)],
+        axis=1,
     )
     log_lik = logsumexp(comp + np.log(theta), axis=1).sum()
     prior = norm.logpdf(mu, model["mu_location"], model["mu_sd"]).sum()
@@ -101,7 +102,7 @@ def _reference_log_density(y, params, model):
             prior += lognorm.logpdf(params["sigma"], s=scale, scale=np.exp(loc)).sum()
         else:
             prior += norm.logpdf(params["sigma"], loc, scale).sum()
-    if "sigma" in params:  # exp(-tr(diag(psi) Sigma_k^-1) / 2)
+    if "sigma" in params:  # exp(-tr(diag(psi) Sigma_k^-1) / 2), once per distinct Sigma_k
         prior -= 0.5 * (np.diagonal(np.linalg.inv(cov), axis1=1, axis2=2) * model["psi"]).sum()
     if "L_Omega" in params:  # lkj_corr_cholesky: sum_i (D - i + 2 eta - 2) log L_ii, i >= 2
         powers = d - np.arange(2, d + 1) + 2 * model["lkj_eta"] - 2
@@ -111,10 +112,11 @@ def _reference_log_density(y, params, model):
 
 
 def _covariances(params, k, d):
-    """Sigma_k from the parameters (identity when neither sigma nor L_Omega is given)."""
+    """The distinct Sigma_k from the parameters (identity when neither sigma nor L_Omega is
+    given; one matrix for a tied covariance)."""
     if "sigma" not in params:
         return np.tile(np.eye(d), (k, 1, 1))
-    chol = params.get("L_Omega", np.tile(np.eye(d), (k, 1, 1)))
+    chol = params.get("L_Omega", np.tile(np.eye(d), (len(params["sigma"]), 1, 1)))
     factor = params["sigma"][:, :, None] * chol
     return factor @ np.swapaxes(factor, 1, 2)
 
@@ -125,11 +127,12 @@ def _random_parameters(rng, k, d, covariance, ordered):
     if ordered:
         mu[:, 0] = np.sort(mu[:, 0])
     params = {"mu": mu, "theta": rng.dirichlet(np.ones(k))}
+    k_sigma = 1 if covariance == "tied" else k
     if covariance != "identity":
-        params["sigma"] = rng.lognormal(0, 0.4, size=(k, d))
-    if covariance == "full":
+        params["sigma"] = rng.lognormal(0, 0.4, size=(k_sigma, d))
+    if covariance in ("full", "tied"):
         chol = []
-        for _ in range(k):
+        for _ in range(k_sigma):
             a = rng.normal(size=(d, d + 2))
             cov = a @ a.T
             corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
@@ -165,6 +168,9 @@ def _random_parameters(rng, k, d, covariance, ordered):
         ("full", 2, 2, 0, False),
         ("full", 3, 3, 5, False),
         ("full", 2, 3, 0, True),
+        ("tied", 1, 2, 0, False),
+        ("tied", 3, 2, 0, False),
+        ("tied", 3, 3, 5, True),
     ],
 )
 def test_log_density_equals_plain_log_sum_exp(gmm_exe, covariance, k, d, grainsize, ordered):

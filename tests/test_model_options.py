@@ -100,7 +100,9 @@ def test_relabel_permutes_sigma_and_omega_with_mu():
     assert idata.posterior["Omega"].dims == ("chain", "draw", "component", "dim", "dim2")
 
 
-def test_read_draws_turns_l_omega_into_omega(tmp_path):
+@pytest.mark.parametrize("k_sigma", [2, 1])
+def test_read_draws_turns_l_omega_into_omega(tmp_path, k_sigma):
+    """Per-component sigma and L_Omega, or a tied covariance's one (k_sigma = 1), repeated."""
     k, d = 2, 2
     chol = np.array([[1.0, 0.0], [0.6, 0.8]])
     row = {"lp__": -1.0}
@@ -108,14 +110,33 @@ def test_read_draws_turns_l_omega_into_omega(tmp_path):
         row[f"theta.{i + 1}"] = 0.5
         for j in range(d):
             row[f"mu.{i + 1}.{j + 1}"] = float(i + j)
+    for i in range(k_sigma):
+        for j in range(d):
             row[f"sigma.{i + 1}.{j + 1}"] = 1.0 + i
             for m in range(d):
-                row[f"L_Omega.{i + 1}.{j + 1}.{m + 1}"] = chol[j, m]
+                row[f"L_Omega.{i + 1}.{j + 1}.{m + 1}"] = chol[j, m] * (1 - i)
     path = tmp_path / "out.csv"
     pd.DataFrame([row, row]).to_csv(path, index=False)
     draws = read_draws([path], "nuts", k, d)
-    assert draws.sigma.shape == (1, 2, k, d)
-    np.testing.assert_allclose(draws.omega[0, 0, 1], [[1.0, 0.6], [0.6, 1.0]])
+    assert draws.sigma.shape == (1, 2, k, d) and draws.omega.shape == (1, 2, k, d, d)
+    np.testing.assert_allclose(draws.omega[0, 0, 0], [[1.0, 0.6], [0.6, 1.0]])
+    np.testing.assert_allclose(draws.sigma[0, 0, :, 0], [1.0, 2.0][:k_sigma] * (k // k_sigma))
+
+
+def test_tied_inits_pool_the_components():
+    """One sigma and L_Omega for a tied covariance: the weighted mean of the variances and of
+    the correlation matrices."""
+    point = {
+        "mu": [[1.0, 2.0], [-1.0, 0.0]],
+        "theta": [0.25, 0.75],
+        "sigma": [[1.0, 2.0], [3.0, 4.0]],
+        "Omega": [np.eye(2), [[1.0, 0.4], [0.4, 1.0]]],
+    }
+    tied = stan_inits(point, {"covariance": "tied"})
+    np.testing.assert_allclose(tied["sigma"], [[np.sqrt(0.25 + 0.75 * 9), np.sqrt(1 + 0.75 * 16)]])
+    np.testing.assert_allclose(
+        np.asarray(tied["L_Omega"]) @ np.asarray(tied["L_Omega"][0]).T, [[[1.0, 0.3], [0.3, 1.0]]]
+    )
 
 
 def test_stan_inits_use_stan_parameter_names():

@@ -47,7 +47,11 @@ def test_data_rule_is_on_the_data_scale():
     np.testing.assert_allclose(half["sigma_scale"], sd)
     assert half["sigma_location"] == [0.0, 0.0]
     np.testing.assert_allclose(priors["psi"], 0.2 * sd**2 / 3)  # 0.2 s_j^2 / K^(2 / D)
-    assert "normal(" in describe(priors, "full")[0] and len(describe(priors, "full")) == 4
+    full = describe(priors, "full")
+    assert "normal(" in full[0] and "Omega_k ~ lkj_corr(2)" in full and len(full) == 5
+    tied = describe(priors, "tied")
+    assert tied[2].startswith("sigma[j] ~ lognormal(") and "Omega ~ lkj_corr(2)" in tied
+    assert tied[-1] == "Sigma_k = Sigma = diag(sigma) Omega diag(sigma) for every k"
     assert len(describe(priors, "identity")) == 2
 
 

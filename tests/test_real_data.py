@@ -27,14 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["methods"]
 
 
-def _fit(exe, path, columns, method, tmp_path, k=3):
-    """Fit a user file with the config's defaults (only K and full covariance given)."""
+def _fit(exe, path, columns, method, tmp_path, k=3, covariance="full"):
+    """Fit a user file with the config's defaults (only K and the covariance given)."""
     config = validate_config(
         {
             "datasets": {
                 "real": {
                     "file": {"path": str(path), "columns": columns},
-                    "model": {"K": k, "covariance": "full"},
+                    "model": {"K": k, "covariance": covariance},
                 }
             },
             "methods": {"map": METHODS["optimize"], "nuts": METHODS["nuts"]},
@@ -88,7 +88,8 @@ def _map_labels(y, outputs):
     reason="known open problem (issue 17): Old Faithful has two clusters, and at K = 3 the third "
     "component moves between bridging them and splitting the long-eruption cluster; NUTS mixes "
     "slowly between the two (divergences, R-hat above 1.01), and the gate says so. The strong "
-    "psi that let this seed converge merged two iris species (docs/model.md, Priors)",
+    "psi that let this seed converge merged two iris species (docs/model.md, Priors). A tied "
+    "covariance identifies the third component (the next test)",
 )
 def test_old_faithful_k3_converges_without_degenerate_components(gmm_exe, tmp_path):
     _, checks, _, _ = _fit(gmm_exe, DATA / "faithful.csv", [], "nuts", tmp_path)
@@ -100,6 +101,24 @@ def test_old_faithful_k2_converges(gmm_exe, tmp_path):
     _, checks, info, _ = _fit(gmm_exe, DATA / "faithful.csv", [], "nuts", tmp_path, k=2)
     _assert_converged(checks)
     assert len(info["starts"]["chain_inits"]) == 4 and info["priors"]["rule"] == "data"
+
+
+def test_old_faithful_k3_with_a_tied_covariance_converges_to_the_mle(gmm_exe, tmp_path):
+    """One covariance shared by the three components (mclust's EEE, the model BIC picks for
+    these data): the third component is identified, NUTS converges, and the weights are those
+    of scikit-learn's maximum-likelihood GaussianMixture(3, 'tied') (0.169 / 0.356 / 0.475)."""
+    pytest.importorskip("sklearn")
+    from sklearn.mixture import GaussianMixture
+
+    dataset, checks, info, outputs = _fit(
+        gmm_exe, DATA / "faithful.csv", [], "nuts", tmp_path, covariance="tied"
+    )
+    _assert_converged(checks)
+    assert checks["divergences"]["passed"], checks["divergences"]
+    theta = pd.read_csv(outputs["summary"], index_col=0).filter(like="theta[", axis=0)["mean"]
+    mle = GaussianMixture(3, covariance_type="tied", tol=1e-8, n_init=5, random_state=0)
+    np.testing.assert_allclose(np.sort(theta), np.sort(mle.fit(dataset.y).weights_), atol=0.02)
+    assert "Sigma_k = Sigma = diag(sigma) Omega diag(sigma) for every k" in info["prior_formulas"]
 
 
 IRIS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]

@@ -43,7 +43,7 @@ def test_lkj_marginal_correlations_are_beta(d, eta):
         assert p > 1e-3, (i, j, p)
 
 
-@pytest.mark.parametrize("covariance", ["identity", "diagonal", "full"])
+@pytest.mark.parametrize("covariance", ["identity", "diagonal", "full", "tied"])
 def test_prior_draw_and_simulation_shapes(covariance):
     rng = np.random.default_rng(1)
     model = {"K": 3, "mu_sd": 2.0, "alpha": 1.0, "covariance": covariance}
@@ -51,7 +51,13 @@ def test_prior_draw_and_simulation_shapes(covariance):
     assert params["mu"].shape == (3, 2)
     assert params["theta"].sum() == pytest.approx(1)
     assert ("sigma" in params) == (covariance != "identity")
-    assert ("Omega" in params) == (covariance == "full")
+    assert ("Omega" in params) == (covariance in ("full", "tied"))
+    if covariance == "tied":  # one covariance, repeated for every component
+        assert params["sigma"].shape == (3, 2) and params["Omega"].shape == (3, 2, 2)
+        assert np.all(params["sigma"] == params["sigma"][0])
+        assert np.all(params["Omega"] == params["Omega"][0])
+    elif covariance != "identity":
+        assert len(np.unique(params["sigma"][:, 0])) == 3
     data = simulate_data(rng, params, 50)
     assert data.y.shape == (50, 2)
 
@@ -157,7 +163,7 @@ def test_check_sbc_config():
 # --- log p(y | parameters), the label-invariant test quantity ---------------------------------
 
 
-@pytest.mark.parametrize("covariance", ["identity", "diagonal", "full"])
+@pytest.mark.parametrize("covariance", ["identity", "diagonal", "full", "tied"])
 @pytest.mark.parametrize("k,d", [(1, 1), (2, 2), (3, 3)])
 def test_log_likelihood_equals_scipy(covariance, k, d):
     rng = np.random.default_rng(k * 10 + d)

@@ -401,7 +401,7 @@ def _scale_problem(values: np.ndarray) -> tuple[int | None, str] | None:
 
 
 #: The covariance structures of `stan/gmm.stan`, by their code in its data block.
-COVARIANCES = ("identity", "diagonal", "full")
+COVARIANCES = ("identity", "diagonal", "full", "tied")
 #: Priors of the component scales `sigma`, by their code in its data block.
 SIGMA_PRIORS = ("lognormal", "half_normal")
 

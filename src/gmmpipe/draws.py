@@ -84,15 +84,19 @@ def read_draws(csv_files: list[Path], algorithm: str, k: int, d: int) -> Draws:
 
 
 def _component_parameters(frames: list[pd.DataFrame], k: int, d: int) -> dict[str, np.ndarray]:
-    """mu, theta and, when the fit has them, sigma and Omega (from L_Omega), (chain, draw, ...)."""
+    """mu, theta and, when the fit has them, sigma and Omega (from L_Omega), (chain, draw, ...).
+
+    A tied covariance's one sigma and L_Omega are repeated for every component."""
     out = {
         "mu": np.stack([_columns(f, "mu", (k, d)) for f in frames]),
         "theta": np.stack([_columns(f, "theta", (k,)) for f in frames]),
     }
+    k_sigma = k if f"sigma.{k}.1" in frames[0].columns else 1
+    repeat = np.zeros(k, dtype=int) if k_sigma == 1 else np.arange(k)
     if "sigma.1.1" in frames[0].columns:
-        out["sigma"] = np.stack([_columns(f, "sigma", (k, d)) for f in frames])
+        out["sigma"] = np.stack([_columns(f, "sigma", (k_sigma, d)) for f in frames])[:, :, repeat]
     if "L_Omega.1.1.1" in frames[0].columns:
-        chol = np.stack([_columns(f, "L_Omega", (k, d, d)) for f in frames])
+        chol = np.stack([_columns(f, "L_Omega", (k_sigma, d, d)) for f in frames])[:, :, repeat]
         omega = chol @ np.swapaxes(chol, -1, -2)
         scale = np.sqrt(np.diagonal(omega, axis1=-2, axis2=-1))  # 1 up to the CSV's rounding
         out["Omega"] = omega / (scale[..., :, None] * scale[..., None, :])

@@ -62,7 +62,8 @@ def inits_from(posterior: str | Path | None) -> dict[str, Any] | None:
 
 def stan_inits(point: Mapping[str, Any], model_spec: Mapping[str, Any]) -> dict[str, Any]:
     """Initial values in stan/gmm.stan's parameter names from a point with ``mu``, ``theta``
-    and optionally ``sigma`` and ``Omega`` (components sorted by mu[, 1] when ordered)."""
+    and optionally ``sigma`` and ``Omega`` (components sorted by mu[, 1] when ordered; for a
+    tied covariance, pooled over the components)."""
     mu, theta = np.asarray(point["mu"], dtype=float), np.asarray(point["theta"], dtype=float)
     theta = np.clip(theta, 1e-8, None) / np.clip(theta, 1e-8, None).sum()  # CSV rounding
     extra = {n: np.asarray(point[n], dtype=float) for n in ("sigma", "Omega") if n in point}
@@ -79,11 +80,21 @@ def stan_inits(point: Mapping[str, Any], model_spec: Mapping[str, Any]) -> dict[
     if ordered:
         inits["mu_first"] = mu[:, 0]
     covariance = model_spec.get("covariance", "identity")
+    if covariance == "tied":  # the weighted mean of the components' covariances
+        extra = {n: _pooled(v, theta, n == "sigma") for n, v in extra.items()}
     if covariance != "identity" and "sigma" in extra:
         inits["sigma"] = extra["sigma"]
-    if covariance == "full" and "Omega" in extra:
+    if covariance in ("full", "tied") and "Omega" in extra:
         inits["L_Omega"] = np.linalg.cholesky(extra["Omega"])
     return {n: v.tolist() for n, v in inits.items() if v.size}
+
+
+def _pooled(value: np.ndarray, theta: np.ndarray, scale: bool) -> np.ndarray:
+    """One row (1, ...) from per-component rows: theta-weighted mean of the variances (scales)
+    or of the correlation matrices (a correlation matrix again)."""
+    if scale:
+        return np.sqrt(np.tensordot(theta, value**2, axes=1))[None]
+    return np.tensordot(theta, value, axes=1)[None]
 
 
 def kmeanspp_point(y: np.ndarray, k: int, rng: np.random.Generator) -> dict[str, Any]:

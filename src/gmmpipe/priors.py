@@ -6,20 +6,20 @@ by the dataset's rule, ``model.priors``:
 
 ``fixed``
     The seed notebook's values: mu_kj ~ normal(0, 1), theta ~ dirichlet(0.1), and for
-    diagonal and full covariance sigma_kj ~ lognormal(0, 0.5) (or normal(0, 0.5) truncated at 0).
-    No psi term. The default for ``generator: seed_notebook``, whose data are standardized by
-    construction.
+    diagonal, full and tied covariance sigma_kj ~ lognormal(0, 0.5) (or normal(0, 0.5)
+    truncated at 0). No psi term. The default for ``generator: seed_notebook``, whose data are
+    standardized by construction.
 ``data``
     Weakly informative on the data's scale, from the per-column mean m_j and sd s_j:
     mu_kj ~ normal(m_j, s_j); sigma_kj ~ lognormal(log(s_j / 2), 1) (or normal(0, s_j)
     truncated at 0); theta ~ dirichlet(2), which keeps every component in use unless the data
-    say otherwise; and for diagonal and full covariance a factor exp(-tr(Psi Sigma_k^-1) / 2)
-    with Psi = 0.2 diag(s_j^2) / K^(2 / D): the exp term of Fraley and Raftery's (2007)
-    inverse-Wishart prior at a fifth of their scale. It keeps a component from collapsing onto a
-    few (e.g. rounded, repeated or collinear) points, where the likelihood is unbounded; at their
-    full scale it also keeps clusters much narrower than the column (iris's setosa) from being
-    fitted, and two species merge (docs/model.md, "The psi trade-off"). The default for user
-    files and simulated mixtures.
+    say otherwise; and for diagonal, full and tied covariance a factor
+    exp(-tr(Psi Sigma_k^-1) / 2) with Psi = 0.2 diag(s_j^2) / K^(2 / D): the exp term of Fraley
+    and Raftery's (2007) inverse-Wishart prior at a fifth of their scale. It keeps a component
+    from collapsing onto a few (e.g. rounded, repeated or collinear) points, where the
+    likelihood is unbounded; at their full scale it also keeps clusters much narrower than the
+    column (iris's setosa) from being fitted, and two species merge (docs/model.md, "The psi
+    trade-off"). The default for user files and simulated mixtures.
 
 The likelihood is unchanged, so every result stays on the data's scale.
 """
@@ -172,11 +172,17 @@ def describe(priors: Mapping[str, Any], covariance: str) -> list[str]:
     ]
     if covariance != "identity":
         dist = "lognormal" if priors["sigma_prior"] == "lognormal" else "normal+"  # truncated
+        index, sub = ("j", "") if covariance == "tied" else ("k, j", "_k")  # tied: one Sigma
         lines.append(
-            f"sigma[k, j] ~ {dist}({fmt(priors['sigma_location'])}, {fmt(priors['sigma_scale'])})"
+            f"sigma[{index}] ~ {dist}({fmt(priors['sigma_location'])}, "
+            f"{fmt(priors['sigma_scale'])})"
         )
+        if covariance in ("full", "tied"):
+            lines.append(f"Omega{sub} ~ lkj_corr({priors['lkj_eta']:.4g})")
         if any(priors["psi"]):
-            lines.append(f"p(Sigma_k) * exp(-tr(diag({fmt(priors['psi'])}) Sigma_k^-1) / 2)")
+            lines.append(f"p(Sigma{sub}) * exp(-tr(diag({fmt(priors['psi'])}) Sigma{sub}^-1) / 2)")
+        if covariance == "tied":
+            lines.append("Sigma_k = Sigma = diag(sigma) Omega diag(sigma) for every k")
     return lines
 
 

@@ -90,19 +90,21 @@ def draw_prior(rng: np.random.Generator, model: Mapping[str, Any], d: int) -> di
         "theta": rng.dirichlet(np.full(k, float(prior["alpha"]))),
     }
     covariance = model.get("covariance", "identity")
+    k_sigma = 1 if covariance == "tied" else k  # tied: one covariance for every component
     if covariance != "identity":
         loc, scale = prior["sigma_location"], prior["sigma_scale"]
         if model.get("sigma_prior", "lognormal") == "lognormal":
-            params["sigma"] = rng.lognormal(loc, scale, size=(k, d))
+            sigma = rng.lognormal(loc, scale, size=(k_sigma, d))
         else:  # normal(loc, scale) truncated at 0
             lower = (0.0 - loc) / scale
-            params["sigma"] = stats.truncnorm.rvs(
-                lower, np.inf, loc=loc, scale=scale, size=(k, d), random_state=rng
+            sigma = stats.truncnorm.rvs(
+                lower, np.inf, loc=loc, scale=scale, size=(k_sigma, d), random_state=rng
             )
-    if covariance == "full":
+        params["sigma"] = np.repeat(sigma, k // k_sigma, axis=0)
+    if covariance in ("full", "tied"):
         eta = float(model.get("lkj_eta", 2.0))
-        chol = np.array([lkj_corr_cholesky(rng, d, eta) for _ in range(k)])
-        params["Omega"] = chol @ np.swapaxes(chol, 1, 2)
+        chol = np.array([lkj_corr_cholesky(rng, d, eta) for _ in range(k_sigma)])
+        params["Omega"] = np.repeat(chol @ np.swapaxes(chol, 1, 2), k // k_sigma, axis=0)
     return params
 
 

@@ -123,22 +123,6 @@ def test_read_draws_turns_l_omega_into_omega(tmp_path, k_sigma):
     np.testing.assert_allclose(draws.sigma[0, 0, :, 0], [1.0, 2.0][:k_sigma] * (k // k_sigma))
 
 
-def test_tied_inits_pool_the_components():
-    """One sigma and L_Omega for a tied covariance: the weighted mean of the variances and of
-    the correlation matrices."""
-    point = {
-        "mu": [[1.0, 2.0], [-1.0, 0.0]],
-        "theta": [0.25, 0.75],
-        "sigma": [[1.0, 2.0], [3.0, 4.0]],
-        "Omega": [np.eye(2), [[1.0, 0.4], [0.4, 1.0]]],
-    }
-    tied = stan_inits(point, {"covariance": "tied"})
-    np.testing.assert_allclose(tied["sigma"], [[np.sqrt(0.25 + 0.75 * 9), np.sqrt(1 + 0.75 * 16)]])
-    np.testing.assert_allclose(
-        np.asarray(tied["L_Omega"]) @ np.asarray(tied["L_Omega"][0]).T, [[[1.0, 0.3], [0.3, 1.0]]]
-    )
-
-
 def test_stan_inits_use_stan_parameter_names():
     point = {
         "mu": [[1.0, 2.0], [-1.0, 0.0]],
@@ -155,6 +139,11 @@ def test_stan_inits_use_stan_parameter_names():
     np.testing.assert_allclose(ordered["phi"], [np.log(0.4 / 0.6)])
     assert ordered["sigma"][0] == [3.0, 4.0]
     np.testing.assert_allclose(np.asarray(ordered["L_Omega"][0])[1], [0.5, np.sqrt(0.75)])
+    # tied: one sigma and L_Omega, the weighted means of the variances and correlation matrices
+    tied = stan_inits(point, {"covariance": "tied"})
+    np.testing.assert_allclose(tied["sigma"], [[np.sqrt(0.4 + 0.6 * 9), np.sqrt(1.6 + 0.6 * 16)]])
+    (chol,) = np.asarray(tied["L_Omega"])
+    np.testing.assert_allclose(chol @ chol.T, [[1.0, 0.3], [0.3, 1.0]])
 
 
 @pytest.mark.parametrize("d,with_omega", [(1, False), (2, True), (3, False)])

@@ -22,7 +22,7 @@
 // Priors, per coordinate j (values from the data's scale or fixed: gmmpipe.priors):
 //   mu[k, j] ~ normal(mu_location[j], mu_sd[j]), theta ~ dirichlet(alpha),
 //   sigma[k, j] ~ lognormal or normal+(sigma_location[j], sigma_scale[j]),
-//   Omega_k ~ lkj_corr(lkj_eta), times exp(-tr(diag(psi) Sigma_k^-1) / 2), once per distinct Sigma_k.
+//   Omega_k ~ lkj_corr(lkj_eta), times exp(-tr(diag(psi) Sigma_k^-1) / 2) (tied: one of each).
 functions {
   // sum_n log1p_exp(alpha + x[n] * beta) = -bernoulli_logit_glm_lpmf(0 | x, alpha, beta)
   real log1p_exp_glm(matrix x, real alpha, vector beta);
@@ -133,7 +133,7 @@ parameters {
   ordered[order_means ? K : 0] mu_first; // first coordinates of the means, when ordered
   matrix[K, D - order_means] mu_free; // the other coordinates (all when not ordered)
   vector[K - 1] phi; // log theta_k - log theta_1, k = 2..K
-  matrix<lower=0>[K_sigma, D] sigma; // row k: scales of component k
+  matrix<lower=0>[K_sigma, D] sigma; // row k: scales of component k (tied: one row)
   array[covariance >= 2 ? K_sigma : 0] cholesky_factor_corr[D] L_Omega;
 }
 transformed parameters {

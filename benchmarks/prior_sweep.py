@@ -1,10 +1,12 @@
 """Real data under alternative data-scale priors (on demand; not part of the test run).
 
     python benchmarks/prior_sweep.py [--seeds 3] [--psi-factors 0.2 1] [--alphas 1 2]
+                                     [--covariance full] [--cases NAME ...]
                                      [--exe PATH] [--out benchmarks/results]
 
-Fits Old Faithful (K = 2 and 3) and iris (K = 3), shipped in tests/data/, with full covariance,
-the ``data`` prior rule and config/config.yaml's ``nuts``, as tests/test_real_data.py does, for
+Fits Old Faithful (K = 2 and 3) and iris (K = 3), shipped in tests/data/ (``--cases``, e.g.
+``"faithful K=3"``: some of them), with full covariance (or ``--covariance``), the ``data``
+prior rule and config/config.yaml's ``nuts``, as tests/test_real_data.py does, for
 every psi factor f (psi_j = f s_j^2 / K^(2/D); the default is gmmpipe.priors.PSI_FACTOR) and
 Dirichlet concentration alpha. Seed offset 0 is the tests' seed. Writes <out>/prior_sweep.csv
 (one row per fit: passed or the failing checks, R-hat, divergences, the weights) and prints it.
@@ -34,14 +36,22 @@ CASES = {"faithful K=2": ("faithful.csv", [], 2), "faithful K=3": ("faithful.csv
          "iris K=3": ("iris.csv", IRIS, 3)}  # fmt: skip
 
 
-def fit_case(exe: Path, case: str, f: float, alpha: float, offset: int, folder: Path) -> dict:
+def fit_case(
+    exe: Path,
+    case: str,
+    f: float,
+    alpha: float,
+    offset: int,
+    folder: Path,
+    covariance: str = "full",
+) -> dict:
     """One NUTS fit of a case with psi factor `f` and concentration `alpha`; its gate's verdict."""
     name, columns, k = CASES[case]
     path = DATA / name
     dataset = read_dataset(path, k=k, columns=columns)
     psi = f * dataset.y.var(axis=0, ddof=1) / k ** (2 / dataset.d)
     nuts = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["methods"]["nuts"]
-    model = {"K": k, "covariance": "full", "psi": psi.tolist(), "alpha": alpha}
+    model = {"K": k, "covariance": covariance, "psi": psi.tolist(), "alpha": alpha}
     config = validate_config(
         {
             "datasets": {"real": {"file": {"path": str(path), "columns": columns}, "model": model}},
@@ -62,6 +72,7 @@ def fit_case(exe: Path, case: str, f: float, alpha: float, offset: int, folder: 
     theta = pd.read_csv(outputs["summary"], index_col=0).filter(like="theta[", axis=0)
     return {
         "case": case,
+        "covariance": covariance,
         "psi_factor": f,
         "alpha": alpha,
         "seed_offset": offset,
@@ -78,23 +89,27 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--psi-factors", type=float, nargs="+", default=[0.2, 1.0])
     parser.add_argument("--alphas", type=float, nargs="+", default=[1.0, 2.0])
+    parser.add_argument("--covariance", choices=["full", "tied"], default="full")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--exe", type=Path, help="a compiled stan/gmm.stan (default: compile)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         exe = args.exe or compile_model(ROOT / "stan" / "gmm.stan", Path(tmp) / "gmm")
-        for case in CASES:
+        for case in args.cases:
             for f in args.psi_factors:
                 for alpha in args.alphas:
                     for offset in range(args.seeds):
                         folder = Path(tempfile.mkdtemp(dir=tmp))
-                        rows.append(fit_case(exe, case, f, alpha, offset, folder))
+                        fit = fit_case(exe, case, f, alpha, offset, folder, args.covariance)
+                        rows.append(fit)
                         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "prior_sweep.csv", index=False)
-    print(table.groupby(["case", "psi_factor", "alpha"])["passed"].agg(["sum", "count"]))
+    by = ["case", "covariance", "psi_factor", "alpha"]
+    print(table.groupby(by)["passed"].agg(["sum", "count"]))
 
 
 if __name__ == "__main__":

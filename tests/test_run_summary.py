@@ -10,7 +10,7 @@ import pytest
 from workflow_helpers import make_workflow, output, small_config, snakemake
 
 from gmmpipe.layout import fit_dir
-from gmmpipe.workflow import failed_diagnostics
+from gmmpipe.workflow import GATE_HELP, failed_diagnostics
 
 
 def _write(path: Path, failures: list[str]) -> Path:
@@ -34,6 +34,7 @@ def test_failed_fits_are_named_with_their_failures(tmp_path: Path) -> None:
         "fit's diagnostics.json):",
         "  big/nuts: r_hat_max = 1e+16 (threshold 1.01)",
         "  big/K3/advi: pareto_khat = 3 (0.7); x",
+        GATE_HELP,
     ]
 
 
@@ -49,9 +50,9 @@ def test_many_failures_stay_a_few_lines(tmp_path: Path) -> None:
         for i in range(25)
     ]
     lines = failed_diagnostics(paths, limit=10, width=100)
-    assert len(lines) == 12
+    assert len(lines) == 13
     assert lines[0].startswith("Diagnostics failed for 25 of 25 fits")
-    assert lines[-1] == "  ... and 15 more"
+    assert lines[-2:] == ["  ... and 15 more", GATE_HELP]
     assert all(len(line) <= 100 for line in lines[1:])
 
 

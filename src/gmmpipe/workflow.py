@@ -39,11 +39,16 @@ def report_error(kind: type[BaseException], error: BaseException, tb: TracebackT
         traceback.print_exception(kind, error, tb, file=sys.stderr)
 
 
+#: The last line of :func:`failed_diagnostics`: where the failures are explained.
+GATE_HELP = "What a failed gate usually means, and what helps: docs/methods.md#the-diagnostics-gate"
+
+
 def failed_diagnostics(
     paths: Iterable[str | Path], *, details: str = "", limit: int = 10, width: int = 200
 ) -> list[str]:
     """A few lines for the end of a run: every fit whose ``diagnostics.json`` (of `paths`, the
-    target fits; missing files are skipped) did not pass, with the failures it lists.
+    target fits; missing files are skipped) did not pass, with the failures it lists, and
+    :data:`GATE_HELP`.
 
     Empty when all passed. At most `limit` fits are named, each line cut at `width` characters.
     """
@@ -64,7 +69,7 @@ def failed_diagnostics(
     lines += [line if len(line) <= width else line[: width - 3] + "..." for line in failed[:limit]]
     if len(failed) > limit:
         lines.append(f"  ... and {len(failed) - limit} more")
-    return lines
+    return [*lines, GATE_HELP]
 
 
 def _fit_label(path: Path) -> str:

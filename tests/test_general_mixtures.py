@@ -68,6 +68,12 @@ CASES = {
         covariances=[[[1.0, 0.6], [0.6, 1.0]], [[0.5, -0.2], [-0.2, 0.8]]],
         covariance="full",
     ),
+    "2d_tied": dict(
+        means=[[-2.5, 0.0], [2.0, 1.0], [0.0, -3.0]],
+        weights=[0.3, 0.4, 0.3],
+        covariances=[[[1.0, 0.5], [0.5, 0.8]]] * 3,
+        covariance="tied",
+    ),
     "3d_diagonal": dict(
         means=[[-2.0, 0.0, 1.0], [2.0, 1.0, -1.0]],
         weights=[0.35, 0.65],
@@ -90,7 +96,7 @@ def _truth(case: dict) -> dict[str, np.ndarray]:
     sigma_mat = np.asarray(case["covariances"], dtype=float)
     sd = np.sqrt(np.diagonal(sigma_mat, axis1=1, axis2=2))
     truth = {"mu": np.asarray(case["means"]), "theta": np.asarray(case["weights"]), "sigma": sd}
-    if case["covariance"] == "full":
+    if case["covariance"] in ("full", "tied"):
         truth["Omega"] = sigma_mat / (sd[:, :, None] * sd[:, None, :])
     return truth
 
@@ -161,7 +167,7 @@ def test_recovery_fits_converge_and_have_all_parameters(recovery):
         assert diagnostics["passed"], (name, diagnostics["failures"])
         assert info["labelling"].startswith("per-draw") and info["d"] == len(case["means"][0])
         assert idata.posterior["sigma"].dims == ("chain", "draw", "component", "dim")
-        if case["covariance"] == "full":
+        if case["covariance"] in ("full", "tied"):
             assert idata.posterior["Omega"].dims[-3:] == ("component", "dim", "dim2")
             np.testing.assert_allclose(
                 np.diagonal(idata.posterior["Omega"].values, axis1=-2, axis2=-1), 1, atol=1e-6
@@ -186,7 +192,7 @@ def test_posterior_intervals_cover_the_truth(recovery):
     assert hits >= bound, f"{hits} of {n} intervals cover the truth (bound {bound}): {missed}"
 
 
-@pytest.mark.parametrize("covariance,d", [("diagonal", 2), ("full", 3), ("full", 1)])
+@pytest.mark.parametrize("covariance,d", [("diagonal", 2), ("full", 3), ("full", 1), ("tied", 2)])
 def test_membership_log_lik_matches_reference(tmp_path, gmm_exe, covariance, d):
     """log_lik and p_z from generated quantities equal a plain scipy computation."""
     rng = np.random.default_rng(d)
@@ -196,14 +202,14 @@ def test_membership_log_lik_matches_reference(tmp_path, gmm_exe, covariance, d):
     fit = model.optimize(data=stan_data(data, spec), seed=1, output_dir=tmp_path)
     params = {"mu": fit.stan_variable("mu"), "theta": fit.stan_variable("theta")}
     params["sigma"] = fit.stan_variable("sigma")
-    if covariance == "full":
+    if covariance in ("full", "tied"):
         chol = fit.stan_variable("L_Omega")
         params["Omega"] = chol @ np.swapaxes(chol, 1, 2)
-    cov = covariances(params)
+    cov = covariances(params)  # tied: one
     comp = np.stack(
         [
             np.log(params["theta"][j])
-            + stats.multivariate_normal.logpdf(data.y, params["mu"][j], cov[j]).reshape(-1)
+            + stats.multivariate_normal.logpdf(data.y, params["mu"][j], cov[j % len(cov)]).ravel()
             for j in range(2)
         ],
         axis=1,

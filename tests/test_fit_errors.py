@@ -60,7 +60,7 @@ def _spec(method: dict[str, Any]) -> dict[str, Any]:
         ({"algorithm": "advi", "variational": "lowrank"}, "(variational = 'lowrank')"),
         ({"algorithm": "advi", "output_samples": 0}, "(output_samples = 0)"),
         ({"algorithm": "optimize", "optimizer": "sgd"}, "(optimizer = 'sgd')"),
-        ({"algorithm": "pathfinder", "draws": 0}, "(draws = 0): num_psis_draws must be"),
+        ({"algorithm": "pathfinder", "num_paths": 0}, "(num_paths = 0)"),
     ],
     ids=lambda v: str(v)[:30],
 )

@@ -10,7 +10,7 @@ from gmmpipe.diagnostics import check, mode_check
 from gmmpipe.draws import Draws, read_draws, relabel
 from gmmpipe.fit import _stack_chains, stable_name, to_inference_data
 from gmmpipe.summarize import SUMMARY_COLUMNS, summarize_fit
-from gmmpipe.vi import advi_converged, parse_elbo
+from gmmpipe.vi import advi_converged, importance_resample, pareto_khat, parse_elbo
 
 THRESHOLDS = {
     "rhat_max": 1.01,
@@ -121,6 +121,37 @@ def test_advi_and_pathfinder_gates(fixtures):
     report = check("pathfinder", read_draws(csvs, "pathfinder", k=2, d=2), console, THRESHOLDS, {})
     assert [c["name"] for c in report["checks"]] == ["pareto_khat"]
     assert np.isfinite(report["checks"][0]["value"])
+
+
+def test_pathfinder_draws_are_importance_resampled(fixtures):
+    """The gate's k-hat is that of all the approximations' draws (4 paths x 50 here); the
+    posterior is `n` of them, drawn with their statistics."""
+    csvs, console = _case(fixtures, "pathfinder")
+    raw = read_draws(csvs, "pathfinder", k=2, d=2)
+    draws = importance_resample(raw, 300, np.random.default_rng(1))
+    assert draws.mu.shape == (1, 300, 2, 2) and draws.stats["lp"].shape == (1, 300)
+    ratios = (raw.stats["lp"] - raw.stats["lp_approx"]).ravel()
+    np.testing.assert_array_equal(draws.extra["log_ratios"], ratios)
+    rows = {tuple(row) for row in np.column_stack([raw.mu.reshape(200, -1), ratios])}
+    resampled = np.column_stack(
+        [draws.mu.reshape(300, -1), (draws.stats["lp"] - draws.stats["lp_approx"]).ravel()]
+    )
+    assert all(tuple(row) in rows for row in resampled)
+    (khat,) = check("pathfinder", draws, console, THRESHOLDS, {})["checks"]
+    assert khat["value"] == pareto_khat(ratios)
+
+
+def test_importance_resampling_weights_by_the_ratios():
+    """Draws x ~ N(0, 0.5^2) with log ratio x: the resampled mean is the weighted mean (0.25
+    in expectation), not the plain one (0)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 0.5, size=4000)
+    mu = np.broadcast_to(x[None, :, None, None], (1, 4000, 1, 1))
+    raw = Draws(mu=mu, theta=np.ones((1, 4000, 1)), stats={"lp": x[None], "lp_approx": 0 * x[None]})
+    resampled = importance_resample(raw, 20000, rng).mu.ravel()
+    weighted = np.sum(x * np.exp(x)) / np.sum(np.exp(x))
+    assert resampled.mean() == pytest.approx(weighted, abs=0.02)
+    assert weighted == pytest.approx(0.25, abs=0.03)
 
 
 def test_optimize_gate_and_point_summary(fixtures):

@@ -208,8 +208,9 @@ def check(
         ]
     elif algorithm == "laplace":  # draws from the normal approximation at the mode
         checks = [khat_check((draws.stats["log_p"] - draws.stats["log_q"]).ravel(), thresholds)]
-    elif algorithm == "pathfinder":
-        checks = [khat_check((draws.stats["lp"] - draws.stats["lp_approx"]).ravel(), thresholds)]
+    elif algorithm == "pathfinder":  # the ratios before importance resampling, when resampled
+        log_ratios = draws.extra.get("log_ratios", draws.stats["lp"] - draws.stats["lp_approx"])
+        checks = [khat_check(np.ravel(log_ratios), thresholds)]
     else:
         converged = (  # CmdStan says "terminated normally" also when it hit the iteration limit
             "Optimization terminated normally" in console

@@ -24,7 +24,7 @@ from gmmpipe.ppc import record as ppc_record
 from gmmpipe.priors import describe, resolve_priors
 from gmmpipe.relabel import STRATEGY
 from gmmpipe.summarize import summarize_fit
-from gmmpipe.vi import ELBO_COLUMNS, parse_elbo
+from gmmpipe.vi import ELBO_COLUMNS, importance_resample, parse_elbo
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,11 @@ def _cmdstan_settings(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         }
     if algorithm == "laplace":
         return "laplace_sample", {"draws": spec["draws"], "jacobian": True}
-    return "pathfinder", {key: spec[key] for key in ("num_paths", "draws", "max_lbfgs_iters")}
+    # every draw of the approximations, resampled by importance_resample after the k-hat
+    return "pathfinder", {
+        **{key: spec[key] for key in ("num_paths", "max_lbfgs_iters")},
+        "psis_resample": False,
+    }
 
 
 def run_cmdstan(
@@ -96,7 +100,7 @@ def run_cmdstan(
 
 
 #: cmdstanpy's names of arguments whose config key is another (`argument_error`).
-_ARGUMENT_KEYS = {"adapt_engaged": "eta", "num_psis_draws": "draws"}
+_ARGUMENT_KEYS = {"adapt_engaged": "eta"}
 
 
 def argument_error(spec: Mapping[str, Any], err: ValueError) -> FitError:
@@ -213,7 +217,12 @@ def fit_dataset(
         del result  # everything is read back from the files CmdStan wrote
         csv_files = sorted(scratch.glob("*.csv"))
         console = "\n".join(f.read_text() for f in sorted(scratch.glob("*stdout.txt")))
-        draws = relabel(read_draws(csv_files, algorithm, k, d))
+        draws = read_draws(csv_files, algorithm, k, d)
+        if algorithm == "pathfinder":
+            draws = importance_resample(
+                draws, method_spec["draws"], np.random.default_rng([seed, 19])
+            )
+        draws = relabel(draws)
         checked = (
             posterior_predictive(dataset.y, draws.components(), seed=seed)
             if (algorithm == "nuts")

@@ -44,8 +44,8 @@ class Draws:
     theta: np.ndarray  # (chain, draw, K)
     stats: dict[str, np.ndarray] = field(default_factory=dict)  # (chain, draw)
     extra: dict[str, Any] = field(default_factory=dict)
-    sigma: np.ndarray | None = None  # (chain, draw, K, D) scales; diagonal and full covariance
-    omega: np.ndarray | None = None  # (chain, draw, K, D, D) correlations; full covariance
+    sigma: np.ndarray | None = None  # (chain, draw, K, D) scales; diagonal, full, tied
+    omega: np.ndarray | None = None  # (chain, draw, K, D, D) correlations; full and tied
 
     def components(self) -> dict[str, np.ndarray]:
         """The per-component parameters present, by their Stan names (``Omega`` = L L')."""

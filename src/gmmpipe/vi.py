@@ -87,7 +87,7 @@ def importance_resample(draws: Draws, n: int, rng: np.random.Generator) -> Draws
         mu=components["mu"],
         theta=components["theta"],
         stats={name: take(value) for name, value in draws.stats.items()},
-        extra={**draws.extra, "log_ratios": log_ratios, "approximation_draws": log_ratios.size},
+        extra={**draws.extra, "log_ratios": log_ratios},
         sigma=components.get("sigma"),
         omega=components.get("Omega"),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -103,6 +105,16 @@ def test_nuts_fixture_relabelled_and_gated(fixtures):
     assert list(table.columns) == SUMMARY_COLUMNS
     assert table.loc["theta[1]", "mean"] > 0.8
     assert table.loc["mu[1, x1]", "mean"] == pytest.approx(0.81, abs=0.06)
+
+
+def test_summary_keeps_the_digits_of_small_scales(fixtures):
+    """Data in units where the means are about 1e-4: the summary is not rounded to 0."""
+    draws = relabel(read_draws(_case(fixtures, "nuts")[0], "nuts", k=2, d=2))
+    plain = summarize_fit(to_inference_data(draws, attrs={}), "nuts")
+    small = summarize_fit(to_inference_data(replace(draws, mu=draws.mu * 1e-4), attrs={}), "nuts")
+    mu = [p for p in plain.index if p.startswith("mu[")]
+    for column in ("mean", "sd", "hdi_3%", "hdi_97%", "mcse_mean"):
+        np.testing.assert_allclose(small.loc[mu, column], plain.loc[mu, column] * 1e-4, rtol=1e-9)
 
 
 def test_unrelabelled_chains_fail_the_gate(fixtures):

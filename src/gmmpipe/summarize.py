@@ -35,12 +35,12 @@ SUMMARY_COLUMNS = [
 
 
 def summarize_fit(idata: az.InferenceData, algorithm: str) -> pd.DataFrame:
-    """One row per parameter: mean, sd, HDI, MCSE, ESS bulk/tail and R-hat (NaN where undefined)."""
+    """One row per parameter: mean, sd, HDI, MCSE, ESS bulk/tail and R-hat (NaN where undefined),
+    unrounded: ArviZ's default rounding to decimals shows 0 for data on the scale of 1e-4."""
     n_draws = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
-    if algorithm == "nuts":
-        table = az.summary(idata, hdi_prob=HDI_PROB)
-    elif n_draws > 1:
-        table = az.summary(idata, kind="stats", hdi_prob=HDI_PROB)
+    if n_draws > 1:
+        kind = "all" if algorithm == "nuts" else "stats"
+        table = az.summary(idata, kind=kind, hdi_prob=HDI_PROB, round_to="none")
     else:
         flat = {name: np.ravel(var.values) for name, var in idata.posterior.data_vars.items()}
         index = [
@@ -220,7 +220,7 @@ def comparison_table(
     ref = reference_method(fits)
     rows = []
     for method, fit in fits.items():
-        table = _method_stats(fit)
+        table = summarize_fit(az.InferenceData(posterior=fit.posterior), fit.algorithm)
         for parameter, stats in table.iterrows():
             rows.append(
                 {
@@ -254,16 +254,6 @@ def comparison_table(
         )
         frame = pd.concat([truth_rows, frame], ignore_index=True)
     return frame.astype({"diagnostics_passed": "object"})
-
-
-def _method_stats(fit: MethodFit) -> pd.DataFrame:
-    """Like :func:`summarize_fit`, but unrounded (the comparison divides by small sds)."""
-    idata = az.InferenceData(posterior=fit.posterior)
-    if fit.n_draws == 1:
-        return summarize_fit(idata, fit.algorithm)
-    kind = "all" if fit.algorithm == "nuts" else "stats"
-    table = az.summary(idata, kind=kind, hdi_prob=HDI_PROB, round_to="none")
-    return table.reindex(columns=SUMMARY_COLUMNS)
 
 
 def _flat_truth(true: Mapping[str, np.ndarray], frame: pd.DataFrame) -> list[tuple[str, float]]:

@@ -19,6 +19,10 @@
 // sum_n log1p_exp(eta[n, 2] - eta[n, 1]), evaluated by log1p_exp_glm, for K >= 3 by
 // lse_excess_glm: C++ in stan/user_header.hpp (CmdStan's user header), the first for exp and
 // log that vectorize, the second to compile faster than Stan Math's categorical_logit_glm.
+// The data's column means m and sds s (1 for a constant column) set the working scale: the
+// features are built from y - m (no cancellation where the data sit far from 0), and the
+// means are sampled as (mu - m) / s, so that the sampler's metric is well scaled whatever the
+// data's units (the posterior is unchanged: an affine map with a constant Jacobian).
 // Priors, per coordinate j (values from the data's scale or fixed: gmmpipe.priors):
 //   mu[k, j] ~ normal(mu_location[j], mu_sd[j]), theta ~ dirichlet(alpha),
 //   sigma[k, j] ~ lognormal or normal+(sigma_location[j], sigma_scale[j]),
@@ -103,11 +107,22 @@ data {
 transformed data {
   int P = covariance == 0 ? D
           : (covariance == 1 ? 2 * D : D + (D * (D + 1)) %/% 2);
+  // the working scale: m = y_mean, s = y_sd
+  row_vector[D] y_mean = rep_row_vector(1.0 / N, N) * y;
+  row_vector[D] y_sd;
+  for (j in 1 : D) {
+    real s = sd(y[ : , j]);
+    y_sd[j] = s > 0 ? s : 1;
+  }
+  int D_free = D - order_means; // coordinates of the means that are not ordered
+  matrix[K, D_free] mu_offset = rep_matrix(tail(y_mean, D_free), K);
+  matrix[K, D_free] mu_multiplier = rep_matrix(tail(y_sd, D_free), K);
+  matrix[N, D] y_c = y - rep_matrix(y_mean, N);
   matrix[N, P] x; // features: log N(y_n | mu_k, Sigma_k) is linear in x_n
-  array[covariance > 0 ? D : 0] int x_square; // the columns y_j^2 of x
-  x[ : , 1 : D] = y;
+  array[covariance > 0 ? D : 0] int x_square; // the columns (y_j - m_j)^2 of x
+  x[ : , 1 : D] = y_c;
   if (covariance == 1) {
-    x[ : , (D + 1) : P] = square(y);
+    x[ : , (D + 1) : P] = square(y_c);
     x_square = linspaced_int_array(D, D + 1, P);
   } else if (covariance >= 2) {
     int p = D;
@@ -115,7 +130,7 @@ transformed data {
       x_square[i] = p + 1;
       for (j in i : D) {
         p += 1;
-        x[ : , p] = y[ : , i] .* y[ : , j];
+        x[ : , p] = y_c[ : , i] .* y_c[ : , j];
       }
     }
   }
@@ -130,21 +145,25 @@ transformed data {
   vector[K_sigma * D] sigma_sc = to_vector(rep_matrix(sigma_scale', K_sigma));
 }
 parameters {
-  ordered[order_means ? K : 0] mu_first; // first coordinates of the means, when ordered
-  matrix[K, D - order_means] mu_free; // the other coordinates (all when not ordered)
+  ordered[order_means ? K : 0] mu_first_z; // (mu[ : , 1] - m_1) / s_1, when ordered
+  // the other coordinates (all when not ordered)
+  matrix<offset=mu_offset, multiplier=mu_multiplier>[K, D_free] mu_free;
   vector[K - 1] phi; // log theta_k - log theta_1, k = 2..K
   matrix<lower=0>[K_sigma, D] sigma; // row k: scales of component k (tied: one row)
   array[covariance >= 2 ? K_sigma : 0] cholesky_factor_corr[D] L_Omega;
 }
 transformed parameters {
-  matrix[K, D] mu = order_means ? append_col(mu_first, mu_free) : mu_free; // row k: mean k
+  // row k: mean k
+  matrix[K, D] mu = order_means
+                    ? append_col(y_mean[1] + y_sd[1] * mu_first_z, mu_free)
+                    : mu_free;
   // The weights through a softmax, so that log theta stays finite where theta underflows.
   vector[K] log_theta = log_softmax(append_row(0, phi));
   simplex[K] theta = exp(log_theta);
 }
 model {
-  matrix[K, 1 + P] coef = gaussian_coefficients(mu, sigma, L_Omega,
-                                                covariance);
+  matrix[K, 1 + P] coef = gaussian_coefficients(mu - rep_matrix(y_mean, K),
+                                                sigma, L_Omega, covariance);
   vector[K] a = log_theta + coef[ : , 1];
   matrix[K, P] beta = coef[ : , 2 : (1 + P)];
   to_vector(mu) ~ normal(mu_loc, mu_scale);
@@ -174,14 +193,14 @@ generated quantities {
   vector[membership ? N : 0] log_lik;
   array[membership ? N : 0] simplex[K] p_z; // posterior membership probabilities
   if (membership) {
-    matrix[K, 1 + P] coef = gaussian_coefficients(mu, sigma, L_Omega,
-                                                  covariance);
+    matrix[K, 1 + P] coef = gaussian_coefficients(mu - rep_matrix(y_mean, K),
+                                                  sigma, L_Omega, covariance);
     matrix[N, K] eta = x * coef[ : , 2 : (1 + P)]'
                        + rep_matrix((log_theta + coef[ : , 1])', N);
     for (n in 1 : N) {
-      // the identity covariance's features leave out -y_n y_n' / 2
+      // the identity covariance's features leave out -(y_n - m) (y_n - m)' / 2
       log_lik[n] = log_sum_exp(eta[n]) - 0.5 * D * log(2 * pi())
-                   - (covariance == 0 ? 0.5 * dot_self(y[n]) : 0);
+                   - (covariance == 0 ? 0.5 * dot_self(y_c[n]) : 0);
       p_z[n] = softmax(eta[n]');
     }
   }

@@ -90,7 +90,7 @@ def test_starts_helpers_are_deterministic_and_distinct():
     b = kmeanspp_point(y, 2, np.random.default_rng(1))
     np.testing.assert_array_equal(a["mu"], b["mu"])
     assert sorted(np.round(a["theta"], 2)) == [0.25, 0.75]
-    assert {n for n in stan_inits(a, {"covariance": "full"})} == {
+    assert {n for n in stan_inits(a, {"covariance": "full"}, y)} == {
         "phi",
         "mu_free",
         "sigma",

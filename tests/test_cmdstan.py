@@ -22,7 +22,13 @@ from gmmpipe.cmdstan import (
     make_variable,
 )
 from gmmpipe.config import derived_seed, validate_config
-from gmmpipe.data import simulate, simulate_mixture, simulate_seed_notebook, stan_data
+from gmmpipe.data import (
+    simulate,
+    simulate_mixture,
+    simulate_seed_notebook,
+    stan_data,
+    working_scale,
+)
 from gmmpipe.draws import read_draws
 from gmmpipe.errors import CmdStanNotFoundError, ConfigError
 from gmmpipe.fit import fit_dataset
@@ -121,8 +127,9 @@ def _covariances(params, k, d):
     return factor @ np.swapaxes(factor, 1, 2)
 
 
-def _random_parameters(rng, k, d, covariance, ordered):
-    """Parameters of stan/gmm.stan (constrained values) and the same with `mu` assembled."""
+def _random_parameters(rng, k, d, covariance, ordered, y):
+    """Parameters of stan/gmm.stan (constrained values) and the same with `mu` assembled (the
+    ordered first coordinates on the working scale of the data `y`)."""
     mu = rng.normal(size=(k, d))
     if ordered:
         mu[:, 0] = np.sort(mu[:, 0])
@@ -140,7 +147,8 @@ def _random_parameters(rng, k, d, covariance, ordered):
         params["L_Omega"] = np.array(chol)
     stan = {name: value for name, value in params.items() if name not in ("mu", "theta")}
     stan["phi"] = np.log(params["theta"][1:]) - np.log(params["theta"][0])
-    stan["mu_first"] = mu[:, 0] if ordered else np.zeros(0)
+    mean, sd = working_scale(y)
+    stan["mu_first_z"] = (mu[:, 0] - mean[0]) / sd[0] if ordered else np.zeros(0)
     stan["mu_free"] = mu[:, 1:] if ordered else mu
     stan.setdefault("sigma", np.zeros((0, d)))
     stan.setdefault("L_Omega", np.zeros((0, d, d)))
@@ -195,7 +203,7 @@ def test_log_density_equals_plain_log_sum_exp(gmm_exe, covariance, k, d, grainsi
     inputs = stan_data(data, model_spec)
     stan_lp, ref_lp = [], []
     for _ in range(4):
-        params, stan_params = _random_parameters(rng, k, d, covariance, ordered)
+        params, stan_params = _random_parameters(rng, k, d, covariance, ordered, data.y)
         out = model.log_prob(stan_params, inputs, jacobian=False, sig_figs=18)
         stan_lp.append(float(out["lp__"].iloc[0]))
         ref_lp.append(_reference_log_density(data.y, params, inputs))
@@ -221,7 +229,7 @@ def test_gradient_equals_finite_differences(gmm_exe, k, grainsize, scale):
         params = {
             "mu_free": x[: 2 * k].reshape(k, 2, order="F"),
             "phi": x[2 * k :],
-            "mu_first": np.zeros(0),
+            "mu_first_z": np.zeros(0),
             "sigma": np.zeros((0, 2)),
             "L_Omega": np.zeros((0, 2, 2)),
         }
@@ -232,6 +240,8 @@ def test_gradient_equals_finite_differences(gmm_exe, k, grainsize, scale):
     _, gradient = log_prob(x)
     h = 1e-6 * scale
     numeric = [(log_prob(x + h * e)[0] - log_prob(x - h * e)[0]) / (2 * h) for e in np.eye(size)]
+    # CmdStan's gradient is on the unconstrained scale: mu in units of the data's column sds
+    numeric *= np.concatenate([np.repeat(working_scale(data.y)[1], k), np.ones(k - 1)])
     np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-4)
 
 

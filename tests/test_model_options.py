@@ -130,17 +130,18 @@ def test_stan_inits_use_stan_parameter_names():
         "sigma": [[1.0, 2.0], [3.0, 4.0]],
         "Omega": [np.eye(2), [[1.0, 0.5], [0.5, 1.0]]],
     }
-    plain = stan_inits(point, {"covariance": "identity"})
+    y = np.array([[-1.0, 0.0], [3.0, 1.0], [1.0, 5.0]])  # column 1: mean 1, sd 2
+    plain = stan_inits(point, {"covariance": "identity"}, y)
     assert set(plain) == {"mu_free", "phi"}
     np.testing.assert_allclose(plain["phi"], [np.log(0.6 / 0.4)])
-    ordered = stan_inits(point, {"covariance": "full", "ordered": True})
-    assert ordered["mu_first"] == [-1.0, 1.0]
+    ordered = stan_inits(point, {"covariance": "full", "ordered": True}, y)
+    assert ordered["mu_first_z"] == [-1.0, 0.0]  # (mu[, 1] - 1) / 2, sorted
     assert ordered["mu_free"] == [[0.0], [2.0]]
     np.testing.assert_allclose(ordered["phi"], [np.log(0.4 / 0.6)])
     assert ordered["sigma"][0] == [3.0, 4.0]
     np.testing.assert_allclose(np.asarray(ordered["L_Omega"][0])[1], [0.5, np.sqrt(0.75)])
     # tied: one sigma and L_Omega, the weighted means of the variances and correlation matrices
-    tied = stan_inits(point, {"covariance": "tied"})
+    tied = stan_inits(point, {"covariance": "tied"}, y)
     np.testing.assert_allclose(tied["sigma"], [[np.sqrt(0.4 + 0.6 * 9), np.sqrt(1.6 + 0.6 * 16)]])
     (chol,) = np.asarray(tied["L_Omega"])
     np.testing.assert_allclose(chol @ chol.T, [[1.0, 0.3], [0.3, 1.0]])

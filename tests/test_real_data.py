@@ -166,6 +166,39 @@ def test_columns_a_thousand_times_apart_are_fitted(gmm_exe, tmp_path):
     assert info["priors"]["mu_location"][1] == pytest.approx(y[:, 1].mean())
 
 
+def test_the_data_units_do_not_change_the_answer(gmm_exe, tmp_path):
+    """The same data in other units, y' = a + b y per column (a column of sd 1e-4 around 10 000,
+    one of sd 1e5): the data-scale priors make the posterior equivariant, and the program
+    samples on the data's working scale, so the fit passes the gate with the same posterior in
+    standardized units (before, a column of sd 1e-4 made NUTS hit its maximum tree depth, and a
+    column near 1e9 broke the likelihood)."""
+    cov = [[[1.0, 0.5], [0.5, 1.0]], [[1.0, -0.3], [-0.3, 1.0]]]
+    sim = simulate_mixture(300, [[0, 0], [3, 2]], [0.6, 0.4], covariances=cov, seed=2)
+    offset, scale = np.array([1e4, -1e9]), np.array([1e-4, 1e5])
+    fits = {}
+    for name, y in (("plain", sim.y), ("units", offset + scale * sim.y)):
+        path = tmp_path / f"{name}.csv"
+        pd.DataFrame(y, columns=["a", "b"]).to_csv(path, index=False, float_format="%.17g")
+        folder = tmp_path / name
+        folder.mkdir()
+        _, checks, _, outputs = _fit(gmm_exe, path, [], "nuts", folder, k=2)
+        _assert_converged(checks)
+        assert checks["max_treedepth_frac"]["passed"] and checks["divergences"]["passed"]
+        fits[name] = pd.read_csv(outputs["summary"], index_col=0)
+    plain, units = fits["plain"], fits["units"]
+    for j, column in enumerate(["a", "b"]):
+        for k in (1, 2):
+            row = f"mu[{k}, {column}]"
+            z = (units.loc[row, "mean"] - offset[j]) / scale[j]
+            assert z == pytest.approx(plain.loc[row, "mean"], abs=0.2 * plain.loc[row, "sd"])
+            sd = units.loc[row, "sd"] / scale[j]
+            assert sd == pytest.approx(plain.loc[row, "sd"], rel=0.1)
+            sigma = units.loc[f"sigma[{k}, {column}]", "mean"] / scale[j]
+            assert sigma == pytest.approx(plain.loc[f"sigma[{k}, {column}]", "mean"], rel=0.02)
+    theta = [f"theta[{k}]" for k in (1, 2)]
+    np.testing.assert_allclose(units.loc[theta, "mean"], plain.loc[theta, "mean"], atol=0.01)
+
+
 @pytest.mark.parametrize(
     "name,failing",
     [("iris", {"ppc_z_max", "component_points_min"}), ("scales", {"ppc_z_max"})],

@@ -137,6 +137,13 @@ def coordinate_names(d: int) -> list[str]:
 ASSIGNMENT_COLUMN = "z"
 
 
+def working_scale(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The column means and sds (1 for a constant column) that stan/gmm.stan's transformed data
+    computes: it samples the means as (mu - mean) / sd."""
+    sd = y.std(axis=0, ddof=1) if len(y) > 1 else np.zeros(y.shape[1])
+    return y.mean(axis=0), np.where(sd > 0, sd, 1.0)
+
+
 def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path) -> None:
     """Write the observations (columns named as the dataset's coordinates, plus z when known)
     and the dataset's JSON.

@@ -21,6 +21,10 @@ from gmmpipe.relabel import (
     relabel_permutations,
 )
 
+#: CmdStan's ``sig_figs`` for every run: its default, 6 significant digits, rounds a mean near
+#: 10 000 to 0.1, coarser than its posterior sd on such data.
+SIG_FIGS = 18
+
 SAMPLE_STATS = {  # CmdStan column -> ArviZ name
     "lp__": "lp",
     "accept_stat__": "acceptance_rate",

@@ -15,7 +15,7 @@ import pandas as pd
 
 from gmmpipe import diagnostics as diag
 from gmmpipe.data import Dataset, coordinate_names, stan_data
-from gmmpipe.draws import Draws, read_draws, relabel
+from gmmpipe.draws import SIG_FIGS, Draws, read_draws, relabel
 from gmmpipe.errors import FitError
 from gmmpipe.inits import jittered_inits, multistart, record, stan_inits
 from gmmpipe.io import atomic_path, storage_problem, write_json
@@ -72,6 +72,7 @@ def run_cmdstan(
 ) -> Any:
     """Run one CmdStan method with its settings from `spec`, writing into `out`."""
     method, settings = _cmdstan_settings(spec)
+    settings["sig_figs"] = SIG_FIGS
     if method == "laplace_sample":
         # the mode with the Jacobian adjustment (the Laplace approximation is a normal on the
         # unconstrained scale), searched from `inits`; its output stays apart from the draws
@@ -84,6 +85,7 @@ def run_cmdstan(
             iter=spec["iter"],
             jacobian=True,
             require_converged=False,
+            sig_figs=SIG_FIGS,
         )
         return model.laplace_sample(data=data, mode=mode, seed=seed, output_dir=out, **settings)
     try:
@@ -302,7 +304,7 @@ def _starts(
     given, else for optimize and NUTS from the multi-start optimizer (:mod:`gmmpipe.inits`),
     else CmdStan's random inits."""
     if point is not None:
-        return None, stan_inits(point, model_spec)
+        return None, stan_inits(point, model_spec, dataset.y)
     n_starts = int(method_spec.get("starts", 0))
     if method_spec["algorithm"] not in ("optimize", "nuts") or n_starts == 0:
         return None, None
@@ -328,7 +330,7 @@ def _starts(
     starts["chain_inits"] = [
         {name: np.asarray(v).tolist() for name, v in p.items()} for p in chain_points
     ]
-    inits = [stan_inits(p, model_spec) for p in chain_points]
+    inits = [stan_inits(p, model_spec, dataset.y) for p in chain_points]
     return starts, inits[0] if method_spec["algorithm"] == "optimize" else inits
 
 

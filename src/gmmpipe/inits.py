@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from gmmpipe.draws import read_draws
+from gmmpipe.data import working_scale
+from gmmpipe.draws import SIG_FIGS, read_draws
 from gmmpipe.relabel import match_to_reference
 
 logger = logging.getLogger(__name__)
@@ -60,10 +61,13 @@ def inits_from(posterior: str | Path | None) -> dict[str, Any] | None:
     return point
 
 
-def stan_inits(point: Mapping[str, Any], model_spec: Mapping[str, Any]) -> dict[str, Any]:
+def stan_inits(
+    point: Mapping[str, Any], model_spec: Mapping[str, Any], y: np.ndarray
+) -> dict[str, Any]:
     """Initial values in stan/gmm.stan's parameter names from a point with ``mu``, ``theta``
-    and optionally ``sigma`` and ``Omega`` (components sorted by mu[, 1] when ordered; for a
-    tied covariance, pooled over the components)."""
+    and optionally ``sigma`` and ``Omega`` (components sorted by mu[, 1] when ordered, which
+    the program samples on the :func:`~gmmpipe.data.working_scale` of the data `y`; for a tied
+    covariance, pooled over the components)."""
     mu, theta = np.asarray(point["mu"], dtype=float), np.asarray(point["theta"], dtype=float)
     theta = np.clip(theta, 1e-8, None) / np.clip(theta, 1e-8, None).sum()  # CSV rounding
     extra = {n: np.asarray(point[n], dtype=float) for n in ("sigma", "Omega") if n in point}
@@ -78,7 +82,8 @@ def stan_inits(point: Mapping[str, Any], model_spec: Mapping[str, Any]) -> dict[
         "mu_free": mu[:, 1:] if ordered else mu,
     }
     if ordered:
-        inits["mu_first"] = mu[:, 0]
+        mean, sd = working_scale(y)
+        inits["mu_first_z"] = (mu[:, 0] - mean[0]) / sd[0]
     covariance = model_spec.get("covariance", "identity")
     if covariance == "tied":  # the weighted mean of the components' covariances
         extra = {n: _pooled(v, theta, n == "sigma") for n, v in extra.items()}
@@ -205,13 +210,14 @@ def multistart(
         try:
             model.optimize(
                 data=str(data_file),
-                inits=stan_inits(start, model_spec),
+                inits=stan_inits(start, model_spec, y),
                 seed=int(rng.integers(1, 2**31 - 1)),
                 output_dir=folder,
                 algorithm="lbfgs",
                 iter=iter,
                 jacobian=False,
                 require_converged=False,
+                sig_figs=SIG_FIGS,
             )
         except RuntimeError as err:
             logger.warning("start %d: optimization failed: %s", i + 1, err)

@@ -583,7 +583,7 @@ def cmdstan_refit(
     model = load_model(exe_file)
     k, d = int(dataset_spec["model"]["K"]), dataset.d
     point = {name: value.mean(axis=0) for name, value in start.items()}
-    inits = stan_inits(point, dataset_spec["model"])
+    inits = stan_inits(point, dataset_spec["model"], dataset.y)
     # the full fit's prior: the data-scale rule must not move with the left-out points
     priors = resolve_priors(dataset.y, dataset_spec["model"])
     counter = iter(range(1_000_000))

@@ -305,9 +305,10 @@ def _fit(
     seed: int,
     out: Path,
     model_spec: Mapping[str, Any],
-    d: int,
+    y: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Fit one simulated dataset; the draws (draw axis first) of mu, theta, sigma, Omega.
+    """Fit one simulated dataset `y` (written to `data_file`); the draws (draw axis first) of mu,
+    theta, sigma, Omega.
 
     A method with an ``init_method`` (see :func:`gmmpipe.sbc_plan.check_sbc_config`) starts at
     that fit's posterior mean, as in the pipeline.
@@ -316,7 +317,7 @@ def _fit(
     from gmmpipe.fit import run_cmdstan
     from gmmpipe.inits import stan_inits
 
-    k = int(model_spec["K"])
+    k, d = int(model_spec["K"]), y.shape[1]
     inits = None
     if spec.get("init_method"):
         init_spec = spec["init_method"]
@@ -325,7 +326,7 @@ def _fit(
         run_cmdstan(model, str(data_file), init_spec, seed, init_out, None)
         start = read_draws(sorted(init_out.glob("*.csv")), init_spec["algorithm"], k, d)
         point = {n: v.mean(axis=(0, 1)) for n, v in start.components().items()}
-        inits = stan_inits(point, model_spec)
+        inits = stan_inits(point, model_spec, y)
     run_cmdstan(model, str(data_file), spec, seed, out, inits)
     draws = read_draws(sorted(out.glob("*.csv")), spec["algorithm"], k, d)
     return {n: v.reshape(-1, *v.shape[2:]) for n, v in draws.components().items()}
@@ -356,7 +357,7 @@ def run_sbc(
 
     from gmmpipe.cmdstan import load_model
 
-    model_spec, d, kept = sbc["model"], int(sbc["d"]), int(sbc["draws"])
+    model_spec, kept = sbc["model"], int(sbc["draws"])
     reps = list(range(int(sbc["replications"])) if replications is None else replications)
     model = load_model(exe_file)
     rows: list[dict[str, Any]] = []
@@ -371,7 +372,13 @@ def run_sbc(
                 start, cpu_start = time.perf_counter(), _cpu_seconds()
                 try:
                     post = _fit(
-                        model, spec, data_file, replication_seed(sbc, name, rep), out, model_spec, d
+                        model,
+                        spec,
+                        data_file,
+                        replication_seed(sbc, name, rep),
+                        out,
+                        model_spec,
+                        data.y,
                     )
                     result: Mapping[str, float] = ranks(truth, post, kept, data.y)
                 except (RuntimeError, ValueError) as err:

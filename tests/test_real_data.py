@@ -60,7 +60,8 @@ def _fit(exe, path, columns, method, tmp_path, k=3, covariance="full"):
 
 
 def _assert_converged(checks):
-    for name in ("r_hat_max", "chain_modes", "component_points_min", "mean_distance_max"):
+    names = ("r_hat_max", "divergences", "chain_modes", "component_points_min", "mean_distance_max")
+    for name in names:
         assert checks[name]["passed"], checks[name]
     assert checks["r_hat_max"]["value"] <= 1.01
     assert checks["ppc_z_max"]["passed"], checks["ppc_z_max"]
@@ -114,7 +115,6 @@ def test_old_faithful_k3_with_a_tied_covariance_converges_to_the_mle(gmm_exe, tm
         gmm_exe, DATA / "faithful.csv", [], "nuts", tmp_path, covariance="tied"
     )
     _assert_converged(checks)
-    assert checks["divergences"]["passed"], checks["divergences"]
     theta = pd.read_csv(outputs["summary"], index_col=0).filter(like="theta[", axis=0)["mean"]
     mle = GaussianMixture(3, covariance_type="tied", tol=1e-8, n_init=5, random_state=0)
     np.testing.assert_allclose(np.sort(theta), np.sort(mle.fit(dataset.y).weights_), atol=0.02)
@@ -183,7 +183,7 @@ def test_the_data_units_do_not_change_the_answer(gmm_exe, tmp_path):
         folder.mkdir()
         _, checks, _, outputs = _fit(gmm_exe, path, [], "nuts", folder, k=2)
         _assert_converged(checks)
-        assert checks["max_treedepth_frac"]["passed"] and checks["divergences"]["passed"]
+        assert checks["max_treedepth_frac"]["passed"]
         fits[name] = pd.read_csv(outputs["summary"], index_col=0)
     plain, units = fits["plain"], fits["units"]
     for j, column in enumerate(["a", "b"]):

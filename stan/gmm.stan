@@ -117,12 +117,11 @@ transformed data {
   int D_free = D - order_means; // coordinates of the means that are not ordered
   matrix[K, D_free] mu_offset = rep_matrix(tail(y_mean, D_free), K);
   matrix[K, D_free] mu_multiplier = rep_matrix(tail(y_sd, D_free), K);
-  matrix[N, D] y_c = y - rep_matrix(y_mean, N);
-  matrix[N, P] x; // features: log N(y_n | mu_k, Sigma_k) is linear in x_n
+  matrix[N, P] x; // features of y_n - m: log N(y_n | mu_k, Sigma_k) is linear in x_n
   array[covariance > 0 ? D : 0] int x_square; // the columns (y_j - m_j)^2 of x
-  x[ : , 1 : D] = y_c;
+  x[ : , 1 : D] = y - rep_matrix(y_mean, N);
   if (covariance == 1) {
-    x[ : , (D + 1) : P] = square(y_c);
+    x[ : , (D + 1) : P] = square(x[ : , 1 : D]);
     x_square = linspaced_int_array(D, D + 1, P);
   } else if (covariance >= 2) {
     int p = D;
@@ -130,7 +129,7 @@ transformed data {
       x_square[i] = p + 1;
       for (j in i : D) {
         p += 1;
-        x[ : , p] = y_c[ : , i] .* y_c[ : , j];
+        x[ : , p] = x[ : , i] .* x[ : , j];
       }
     }
   }
@@ -200,7 +199,7 @@ generated quantities {
     for (n in 1 : N) {
       // the identity covariance's features leave out -(y_n - m) (y_n - m)' / 2
       log_lik[n] = log_sum_exp(eta[n]) - 0.5 * D * log(2 * pi())
-                   - (covariance == 0 ? 0.5 * dot_self(y_c[n]) : 0);
+                   - (covariance == 0 ? 0.5 * dot_self(x[n, 1 : D]) : 0);
       p_z[n] = softmax(eta[n]');
     }
   }

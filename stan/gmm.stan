@@ -20,9 +20,12 @@
 // lse_excess_glm: C++ in stan/user_header.hpp (CmdStan's user header), the first for exp and
 // log that vectorize, the second to compile faster than Stan Math's categorical_logit_glm.
 // The data's column means m and sds s (1 for a constant column) set the working scale: the
-// features are built from y - m (no cancellation where the data sit far from 0), and the
-// means are sampled as (mu - m) / s, so that the sampler's metric is well scaled whatever the
-// data's units (the posterior is unchanged: an affine map with a constant Jacobian).
+// features are built from y - m (no cancellation where the data sit far from 0), and the means
+// and log-weights are sampled in units u and v (offset and multiplier), so that every
+// unconstrained parameter has a posterior sd of one order whatever the data's units. With
+// scales and correlations, whose unconstrained posterior sds are about 1 / sqrt(N) and which
+// take no multiplier, u = s and v = 1; with the identity covariance (means and weights only)
+// u = s / sqrt(N) and v = 1 / sqrt(N), about their posterior sds. The posterior is unchanged.
 // Priors, per coordinate j (values from the data's scale or fixed: gmmpipe.priors):
 //   mu[k, j] ~ normal(mu_location[j], mu_sd[j]), theta ~ dirichlet(alpha),
 //   sigma[k, j] ~ lognormal or normal+(sigma_location[j], sigma_scale[j]),
@@ -107,16 +110,17 @@ data {
 transformed data {
   int P = covariance == 0 ? D
           : (covariance == 1 ? 2 * D : D + (D * (D + 1)) %/% 2);
-  // the working scale: m = y_mean, s = y_sd
+  // the working scale: m = y_mean, u = mu_unit, v = phi_unit
   row_vector[D] y_mean = rep_row_vector(1.0 / N, N) * y;
-  row_vector[D] y_sd;
+  real phi_unit = covariance == 0 ? inv_sqrt(N) : 1;
+  row_vector[D] mu_unit;
   for (j in 1 : D) {
     real s = sd(y[ : , j]);
-    y_sd[j] = s > 0 ? s : 1;
+    mu_unit[j] = (s > 0 ? s : 1) * phi_unit;
   }
   int D_free = D - order_means; // coordinates of the means that are not ordered
   matrix[K, D_free] mu_offset = rep_matrix(tail(y_mean, D_free), K);
-  matrix[K, D_free] mu_multiplier = rep_matrix(tail(y_sd, D_free), K);
+  matrix[K, D_free] mu_multiplier = rep_matrix(tail(mu_unit, D_free), K);
   matrix[N, P] x; // features of y_n - m: log N(y_n | mu_k, Sigma_k) is linear in x_n
   array[covariance > 0 ? D : 0] int x_square; // the columns (y_j - m_j)^2 of x
   x[ : , 1 : D] = y - rep_matrix(y_mean, N);
@@ -144,17 +148,18 @@ transformed data {
   vector[K_sigma * D] sigma_sc = to_vector(rep_matrix(sigma_scale', K_sigma));
 }
 parameters {
-  ordered[order_means ? K : 0] mu_first_z; // (mu[ : , 1] - m_1) / s_1, when ordered
+  ordered[order_means ? K : 0] mu_first_z; // (mu[ : , 1] - m_1) / u_1, when ordered
   // the other coordinates (all when not ordered)
   matrix<offset=mu_offset, multiplier=mu_multiplier>[K, D_free] mu_free;
-  vector[K - 1] phi; // log theta_k - log theta_1, k = 2..K
+  vector<multiplier=phi_unit>[K - 1] phi; // log theta_k - log theta_1, k = 2..K
   matrix<lower=0>[K_sigma, D] sigma; // row k: scales of component k (tied: one row)
   array[covariance >= 2 ? K_sigma : 0] cholesky_factor_corr[D] L_Omega;
 }
 transformed parameters {
   // row k: mean k
   matrix[K, D] mu = order_means
-                    ? append_col(y_mean[1] + y_sd[1] * mu_first_z, mu_free)
+                    ? append_col(y_mean[1] + mu_unit[1] * mu_first_z,
+                                 mu_free)
                     : mu_free;
   // The weights through a softmax, so that log theta stays finite where theta underflows.
   vector[K] log_theta = log_softmax(append_row(0, phi));

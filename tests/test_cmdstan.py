@@ -147,8 +147,8 @@ def _random_parameters(rng, k, d, covariance, ordered, y):
         params["L_Omega"] = np.array(chol)
     stan = {name: value for name, value in params.items() if name not in ("mu", "theta")}
     stan["phi"] = np.log(params["theta"][1:]) - np.log(params["theta"][0])
-    mean, sd = working_scale(y)
-    stan["mu_first_z"] = (mu[:, 0] - mean[0]) / sd[0] if ordered else np.zeros(0)
+    mean, unit = working_scale(y, covariance)
+    stan["mu_first_z"] = (mu[:, 0] - mean[0]) / unit[0] if ordered else np.zeros(0)
     stan["mu_free"] = mu[:, 1:] if ordered else mu
     stan.setdefault("sigma", np.zeros((0, d)))
     stan.setdefault("L_Omega", np.zeros((0, d, d)))
@@ -240,8 +240,9 @@ def test_gradient_equals_finite_differences(gmm_exe, k, grainsize, scale):
     _, gradient = log_prob(x)
     h = 1e-6 * scale
     numeric = [(log_prob(x + h * e)[0] - log_prob(x - h * e)[0]) / (2 * h) for e in np.eye(size)]
-    # CmdStan's gradient is on the unconstrained scale: mu in units of the data's column sds
-    numeric *= np.concatenate([np.repeat(working_scale(data.y)[1], k), np.ones(k - 1)])
+    # CmdStan's gradient is on the unconstrained scale: mu and phi in their working units
+    mu_unit, phi_unit = working_scale(data.y, "identity")[1], 1 / np.sqrt(len(data.y))
+    numeric *= np.concatenate([np.repeat(mu_unit, k), np.full(k - 1, phi_unit)])
     np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-4)
 
 

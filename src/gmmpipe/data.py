@@ -137,11 +137,13 @@ def coordinate_names(d: int) -> list[str]:
 ASSIGNMENT_COLUMN = "z"
 
 
-def working_scale(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The column means and sds (1 for a constant column) that stan/gmm.stan's transformed data
-    computes: it samples the means as (mu - mean) / sd."""
+def working_scale(y: np.ndarray, covariance: str) -> tuple[np.ndarray, np.ndarray]:
+    """The column means m and the means' units u that stan/gmm.stan's transformed data computes
+    (it samples the means as (mu - m) / u): the column sds (1 for a constant column), divided
+    by sqrt(N) for the identity covariance."""
     sd = y.std(axis=0, ddof=1) if len(y) > 1 else np.zeros(y.shape[1])
-    return y.mean(axis=0), np.where(sd > 0, sd, 1.0)
+    unit = 1 / np.sqrt(len(y)) if covariance == "identity" else 1.0
+    return y.mean(axis=0), np.where(sd > 0, sd, 1.0) * unit
 
 
 def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path) -> None:

@@ -81,10 +81,10 @@ def stan_inits(
         "phi": log_theta[1:] - log_theta[0],
         "mu_free": mu[:, 1:] if ordered else mu,
     }
-    if ordered:
-        mean, sd = working_scale(y)
-        inits["mu_first_z"] = (mu[:, 0] - mean[0]) / sd[0]
     covariance = model_spec.get("covariance", "identity")
+    if ordered:
+        mean, unit = working_scale(y, covariance)
+        inits["mu_first_z"] = (mu[:, 0] - mean[0]) / unit[0]
     if covariance == "tied":  # the weighted mean of the components' covariances
         extra = {n: _pooled(v, theta, n == "sigma") for n, v in extra.items()}
     if covariance != "identity" and "sigma" in extra:

@@ -21,11 +21,9 @@
 // log that vectorize, the second to compile faster than Stan Math's categorical_logit_glm.
 // The data's column means m and sds s (1 for a constant column) set the working scale: the
 // features are built from y - m (no cancellation where the data sit far from 0), and the means
-// and log-weights are sampled in units u and v (offset and multiplier), so that every
-// unconstrained parameter has a posterior sd of one order whatever the data's units. With
-// scales and correlations, whose unconstrained posterior sds are about 1 / sqrt(N) and which
-// take no multiplier, u = s and v = 1; with the identity covariance (means and weights only)
-// u = s / sqrt(N) and v = 1 / sqrt(N), about their posterior sds. The posterior is unchanged.
+// are sampled as (mu - m) / u (offset and multiplier) with u = s, so that the sampler's metric
+// suits every column whatever its units (the identity covariance fixes the components' sds at
+// 1: u = 1 there). The posterior is unchanged: an affine map with a constant Jacobian.
 // Priors, per coordinate j (values from the data's scale or fixed: gmmpipe.priors):
 //   mu[k, j] ~ normal(mu_location[j], mu_sd[j]), theta ~ dirichlet(alpha),
 //   sigma[k, j] ~ lognormal or normal+(sigma_location[j], sigma_scale[j]),
@@ -110,13 +108,14 @@ data {
 transformed data {
   int P = covariance == 0 ? D
           : (covariance == 1 ? 2 * D : D + (D * (D + 1)) %/% 2);
-  // the working scale: m = y_mean, u = mu_unit, v = phi_unit
+  // the working scale: m = y_mean, u = mu_unit
   row_vector[D] y_mean = rep_row_vector(1.0 / N, N) * y;
-  real phi_unit = covariance == 0 ? inv_sqrt(N) : 1;
-  row_vector[D] mu_unit;
+  row_vector[D] mu_unit = rep_row_vector(1, D);
   for (j in 1 : D) {
     real s = sd(y[ : , j]);
-    mu_unit[j] = (s > 0 ? s : 1) * phi_unit;
+    if (covariance > 0 && s > 0) {
+      mu_unit[j] = s;
+    }
   }
   int D_free = D - order_means; // coordinates of the means that are not ordered
   matrix[K, D_free] mu_offset = rep_matrix(tail(y_mean, D_free), K);
@@ -151,7 +150,7 @@ parameters {
   ordered[order_means ? K : 0] mu_first_z; // (mu[ : , 1] - m_1) / u_1, when ordered
   // the other coordinates (all when not ordered)
   matrix<offset=mu_offset, multiplier=mu_multiplier>[K, D_free] mu_free;
-  vector<multiplier=phi_unit>[K - 1] phi; // log theta_k - log theta_1, k = 2..K
+  vector[K - 1] phi; // log theta_k - log theta_1, k = 2..K
   matrix<lower=0>[K_sigma, D] sigma; // row k: scales of component k (tied: one row)
   array[covariance >= 2 ? K_sigma : 0] cholesky_factor_corr[D] L_Omega;
 }

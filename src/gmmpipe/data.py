@@ -139,11 +139,11 @@ ASSIGNMENT_COLUMN = "z"
 
 def working_scale(y: np.ndarray, covariance: str) -> tuple[np.ndarray, np.ndarray]:
     """The column means m and the means' units u that stan/gmm.stan's transformed data computes
-    (it samples the means as (mu - m) / u): the column sds (1 for a constant column), divided
-    by sqrt(N) for the identity covariance."""
+    (it samples the means as (mu - m) / u): the column sds (1 for a constant column), and 1
+    for the identity covariance, whose components' sds are 1."""
     sd = y.std(axis=0, ddof=1) if len(y) > 1 else np.zeros(y.shape[1])
-    unit = 1 / np.sqrt(len(y)) if covariance == "identity" else 1.0
-    return y.mean(axis=0), np.where(sd > 0, sd, 1.0) * unit
+    unit = np.where(sd > 0, sd, 1.0) if covariance != "identity" else np.ones(y.shape[1])
+    return y.mean(axis=0), unit
 
 
 def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path) -> None:

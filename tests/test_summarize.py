@@ -113,6 +113,15 @@ def test_wide_table_cells(fake):
     assert "±" not in wide.loc["mu[1, x1]", "map"]
 
 
+def test_cells_show_a_mean_to_the_resolution_of_its_sd(fake):
+    """Data far from 0 (a year, an altitude): the mean keeps the digits its sd resolves."""
+    table = comparison_table(load_fits(fake["posteriors"]))
+    row = table[(table["method"] == "nuts") & (table["parameter"] == "mu[1, x1]")].index[0]
+    table.loc[row, ["mean", "sd", "hdi_3%", "hdi_97%"]] = [2019.5312, 0.0812, 2019.38, 2019.69]
+    cell = estimates_wide(table).loc["mu[1, x1]", "nuts"]
+    assert cell.startswith("2019.531 ± 0.081; [2019.380, 2019.690]"), cell
+
+
 def test_components_at_one_place_are_aligned_by_their_spread(fake):
     """Two components at almost one place with equal weights, one narrow and one wide: a method
     that lists them the other way round is aligned by sigma (its means alone match the other

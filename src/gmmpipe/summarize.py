@@ -342,6 +342,14 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _fmt_to(value: float, sd: float) -> str:
+    """`value` to the resolution of a posterior sd (two significant digits of `sd`), so that a
+    mean of 2019.53 ± 0.08 does not read 2020; :func:`_fmt` where `sd` is missing or 0."""
+    if not (np.isfinite(value) and np.isfinite(sd) and sd > 0):
+        return _fmt(value)
+    return f"{value:.{max(0, 1 - int(np.floor(np.log10(sd))))}f}"
+
+
 def estimates_wide(table: pd.DataFrame, *, html: bool = False) -> pd.DataFrame:
     """The comparison table with one row per parameter and one cell per method.
 
@@ -364,10 +372,11 @@ def _cell(row: pd.Series, *, sep: str, html: bool) -> str:
     """One method's estimate of one parameter, as text."""
     if row["algorithm"] == "truth":
         return _fmt(row["mean"])
-    parts = [_fmt(row["mean"])]
-    if np.isfinite(row["sd"]):
-        parts[0] += f" ± {_fmt(row['sd'], 2)}"
-        parts.append(f"[{_fmt(row[_LOW])}, {_fmt(row[_HIGH])}]")
+    sd = row["sd"]
+    parts = [_fmt_to(row["mean"], sd)]
+    if np.isfinite(sd):
+        parts[0] += f" ± {_fmt(sd, 2)}"
+        parts.append(f"[{_fmt_to(row[_LOW], sd)}, {_fmt_to(row[_HIGH], sd)}]")
     if row["algorithm"] == "nuts":
         parts.append(f"ESS {_fmt(row['ess_bulk'], 4)}, R̂ {row['r_hat']:.3f}")
     errors = []

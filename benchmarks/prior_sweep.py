@@ -2,11 +2,13 @@
 
     python benchmarks/prior_sweep.py [--seeds 3] [--psi-factors 0.2 1] [--alphas 1 2]
                                      [--covariance full] [--cases NAME ...]
-                                     [--exe PATH] [--out benchmarks/results]
+                                     [--nuts KEY=VALUE ...] [--exe PATH]
+                                     [--out benchmarks/results]
 
 Fits Old Faithful (K = 2 and 3) and iris (K = 3), shipped in tests/data/ (``--cases``, e.g.
 ``"faithful K=3"``: some of them), with full covariance (or ``--covariance``), the ``data``
-prior rule and config/config.yaml's ``nuts``, as tests/test_real_data.py does, for
+prior rule and config/config.yaml's ``nuts`` (``--nuts``: settings that replace its own, e.g.
+``adapt_delta=0.99 iter_sampling=3000``), as tests/test_real_data.py does, for
 every psi factor f (psi_j = f s_j^2 / K^(2/D); the default is gmmpipe.priors.PSI_FACTOR) and
 Dirichlet concentration alpha. Seed offset 0 is the tests' seed. Writes <out>/prior_sweep.csv
 (one row per fit: passed or the failing checks, R-hat, divergences, the weights) and prints it.
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +29,7 @@ import yaml
 from gmmpipe.cmdstan import compile_model
 from gmmpipe.config import derived_seed, validate_config
 from gmmpipe.data import read_dataset
+from gmmpipe.errors import ConfigError
 from gmmpipe.fit import fit_dataset
 from gmmpipe.io import read_json
 from gmmpipe.layout import fit_paths
@@ -44,13 +49,15 @@ def fit_case(
     offset: int,
     folder: Path,
     covariance: str = "full",
+    nuts_settings: Mapping[str, Any] | None = None,
 ) -> dict:
-    """One NUTS fit of a case with psi factor `f` and concentration `alpha`; its gate's verdict."""
+    """One NUTS fit of a case with psi factor `f` and concentration `alpha` (and NUTS settings
+    that replace the config's); its gate's verdict."""
     name, columns, k = CASES[case]
     path = DATA / name
     dataset = read_dataset(path, k=k, columns=columns)
     psi = f * dataset.y.var(axis=0, ddof=1) / k ** (2 / dataset.d)
-    nuts = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["methods"]["nuts"]
+    nuts = nuts_spec(nuts_settings or {})
     model = {"K": k, "covariance": covariance, "psi": psi.tolist(), "alpha": alpha}
     config = validate_config(
         {
@@ -76,12 +83,36 @@ def fit_case(
         "psi_factor": f,
         "alpha": alpha,
         "seed_offset": offset,
+        "nuts": " ".join(f"{key}={value}" for key, value in (nuts_settings or {}).items()),
         "passed": all(c["passed"] for c in checks.values()),
         "failed": " ".join(n for n, c in checks.items() if not c["passed"]),
         "r_hat_max": checks["r_hat_max"]["value"],
         "divergences": checks["divergences"]["value"],
         "weights": " / ".join(f"{m:.3f}" for m in np.sort(theta["mean"].to_numpy())[::-1]),
     }
+
+
+def nuts_spec(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """config/config.yaml's ``nuts`` with `settings` in place of its own.
+
+    Raises
+    ------
+    ConfigError
+        When a setting is not one of the schema's NUTS settings or has a bad value.
+    """
+    nuts = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["methods"]["nuts"]
+    nuts = {**nuts, **settings}
+    dataset = {"file": {"path": str(DATA / "faithful.csv")}, "model": {"K": 2}}
+    validate_config({"datasets": {"real": dataset}, "methods": {"nuts": nuts}})
+    return nuts
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--nuts``, the value parsed as YAML (``adapt_delta=0.99``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--nuts {text!r}: expected KEY=VALUE, e.g. adapt_delta=0.99")
+    return key, yaml.safe_load(value)
 
 
 def main() -> None:
@@ -91,9 +122,21 @@ def main() -> None:
     parser.add_argument("--alphas", type=float, nargs="+", default=[1.0, 2.0])
     parser.add_argument("--covariance", choices=["full", "tied"], default="full")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument(
+        "--nuts",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="NUTS settings that replace config/config.yaml's (values parsed as YAML)",
+    )
     parser.add_argument("--exe", type=Path, help="a compiled stan/gmm.stan (default: compile)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    nuts_settings = dict(_setting(text) for text in args.nuts)
+    try:
+        nuts_spec(nuts_settings)  # before the compile: a bad setting fails at once
+    except ConfigError as err:
+        raise SystemExit(f"--nuts: {err}") from None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         exe = args.exe or compile_model(ROOT / "stan" / "gmm.stan", Path(tmp) / "gmm")
@@ -102,13 +145,15 @@ def main() -> None:
                 for alpha in args.alphas:
                     for offset in range(args.seeds):
                         folder = Path(tempfile.mkdtemp(dir=tmp))
-                        fit = fit_case(exe, case, f, alpha, offset, folder, args.covariance)
+                        fit = fit_case(
+                            exe, case, f, alpha, offset, folder, args.covariance, nuts_settings
+                        )
                         rows.append(fit)
                         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "prior_sweep.csv", index=False)
-    by = ["case", "covariance", "psi_factor", "alpha"]
+    by = ["case", "covariance", "nuts", "psi_factor", "alpha"]
     print(table.groupby(by)["passed"].agg(["sum", "count"]))
 
 

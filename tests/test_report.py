@@ -224,6 +224,43 @@ def test_every_figure_of_every_method_is_drawn(report):
     )  # fmt: skip
 
 
+def _caption(root: Path, path: Path, **wildcards: str) -> str:
+    """A report caption rendered as Snakemake renders it (Jinja2, then reStructuredText to HTML),
+    with the default config; docutils' warnings raise instead of being printed into the page."""
+    from types import SimpleNamespace
+
+    import jinja2
+    from docutils.core import publish_parts
+
+    from gmmpipe.config import load_schema, validate_config
+
+    config = validate_config(
+        yaml.safe_load((root / "config" / "config.yaml").read_text()),
+        load_schema(root / "config" / "schema.yaml"),
+    )
+    snakemake = SimpleNamespace(wildcards=SimpleNamespace(**wildcards), config=config)
+    text = jinja2.Environment().from_string(path.read_text()).render(snakemake=snakemake)
+    settings = {"report_level": 2, "halt_level": 2, "warning_stream": False}
+    return publish_parts(text, writer_name="html", settings_overrides=settings)["body"]
+
+
+def test_every_caption_is_valid_restructured_text(root):
+    """Markup that docutils reads as a substitution or a link (``|x|``, ``lp__``) shows as an
+    error in the report."""
+    for path in sorted((root / "report").rglob("*.rst")):
+        assert _caption(root, path, dataset="tiny", name="data", method="nuts"), path
+
+
+@pytest.mark.workflow
+def test_every_figure_has_a_caption(report, root):
+    """Each figure the workflow draws has its own caption in report/figures.rst."""
+    figures = sorted((report.parent / "results" / "figures" / "tiny" / "K2").glob("*.png"))
+    captions = {p.stem: _caption(root, root / "report" / "figures.rst", dataset="tiny",
+                                 name=p.stem) for p in figures}  # fmt: skip
+    assert all(captions.values()), [name for name, text in captions.items() if not text]
+    assert len(set(captions.values())) == len(captions)
+
+
 @pytest.mark.workflow
 def test_figures_are_the_ones_the_methods_allow(root, tmp_path):
     """MAP and Pathfinder only: no NUTS or ADVI figures, no trace or rank plots."""

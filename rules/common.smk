@@ -33,7 +33,9 @@ try:
         config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml")
     )
     FITS = fits(_completed)
-    COMPARE_METHOD = compare_method(_completed, sorted({f.method for f in FITS}))
+    COMPARE_METHOD = compare_method(
+        _completed, list(dict.fromkeys(f.method for f in FITS))
+    )
 except ConfigError as err:
     raise WorkflowError(str(err))
 config.clear()

@@ -68,3 +68,21 @@ def test_a_list_of_k_is_one_fit_per_k_and_one_comparison(tmp_path, root):
     (inputs,) = re.findall(r"rule compare:\n\s+input: (.*)\n", output(result))
     for k in (1, 2, 3):
         assert f"{fit_dir('seed_small', k, 'laplace')}/posterior.nc" in inputs
+
+
+def test_the_compared_method_is_the_first_nuts_method_of_the_targets(tmp_path, root):
+    """The targets' order, not the alphabet's: `nuts_long` before `nuts`."""
+    workdir = copy_workflow(tmp_path / "wf")
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    config["datasets"]["seed_small"]["model"]["K"] = [2, 3]
+    config["methods"]["nuts_long"] = {**config["methods"]["nuts"], "iter_sampling": 2000}
+    config["targets"] = {"datasets": ["seed_small"], "methods": ["nuts_long", "nuts"]}
+    write_config(workdir, config)
+    result = snakemake(workdir, "-n", "--cores", "2")
+    assert result.returncode == 0, output(result)
+    (inputs,) = re.findall(r"rule compare:\n\s+input: (.*)\n", output(result))
+    assert f"{fit_dir('seed_small', 2, 'nuts_long')}/posterior.nc" in inputs
+    assert f"{fit_dir('seed_small', 2, 'nuts')}/posterior.nc" not in inputs
+    outputs = scheduled_outputs(result)
+    assert f"{fit_dir('seed_small', 3, 'nuts_long')}/membership.csv" in outputs
+    assert f"{fit_dir('seed_small', 3, 'nuts')}/membership.csv" not in outputs

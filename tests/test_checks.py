@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from gmmpipe.diagnostics import THRESHOLDS, check, component_checks, mode_check, ppc_check
+from gmmpipe.diagnostics import (
+    THRESHOLDS,
+    check,
+    component_checks,
+    mode_check,
+    nuts_checks,
+    ppc_check,
+)
 from gmmpipe.draws import Draws
 from gmmpipe.inits import distinct_optima, jittered_inits, kmeanspp_point, stan_inits
 from gmmpipe.ppc import posterior_predictive
+
+THRESHOLDS_NUTS = {"rhat_max": 1.01, "ess_bulk_min": 400, "ess_tail_min": 400,
+                   "max_divergences": 0, "max_treedepth_frac": 0.0, "ebfmi_min": 0.2}  # fmt: skip
 
 
 def _draws(rng, chains=4, n=300, mu=((0.0, 0.0), (5.0, 5.0)), sd=0.05, theta=(0.5, 0.5)):
@@ -81,6 +91,24 @@ def test_gate_reports_details_in_failures():
     assert any(
         f.startswith("mean_distance_max = ") and ": component 2" in f for f in report["failures"]
     )
+
+
+def test_a_single_chain_is_judged_by_its_halves():
+    """One chain (``chains: 1``): R-hat of its halves, finite, and the gate can pass or fail."""
+    rng = np.random.default_rng(6)
+    n = 1000
+    stats = {
+        "diverging": np.zeros((1, n)),
+        "tree_depth": np.ones((1, n)),
+        "energy": rng.normal(size=(1, n)),
+    }
+    good = Draws(mu=rng.normal(size=(1, n, 1, 1)), theta=np.ones((1, n, 1)), stats=stats)
+    (rhat, *_) = nuts_checks(good, THRESHOLDS_NUTS, max_treedepth=10)
+    assert rhat["name"] == "r_hat_max" and rhat["passed"] and np.isfinite(rhat["value"])
+    drift = np.linspace(0, 3, n)[None, :, None, None]  # the chain moves by 3 posterior sd
+    drifting = Draws(mu=good.mu + drift, theta=good.theta, stats=stats)
+    (rhat, *_) = nuts_checks(drifting, THRESHOLDS_NUTS, max_treedepth=10)
+    assert not rhat["passed"] and rhat["value"] > 1.1
 
 
 def test_starts_helpers_are_deterministic_and_distinct():

@@ -69,6 +69,10 @@ def test_bad_prior_values_are_named():
     y = np.ones((10, 2))
     with pytest.raises(DataError, match="coordinate 1 of the data has no spread"):
         resolve_priors(y, {"K": 2, "priors": "data"})
+    with pytest.raises(DataError, match="the data-scale priors of psi need it"):
+        resolve_priors(y, {"K": 2, "priors": "data", "mu_sd": 1, "sigma_location": 0})
+    given = {"K": 2, "priors": "data", "mu_sd": 1, "sigma_location": 0, "psi": 0.1}
+    assert resolve_priors(y, given)["mu_sd"] == [1.0, 1.0]  # as the message says: they do
     with pytest.raises(DataError, match=r"model.mu_sd = \[1, 2, 3\]: needs one number or D = 2"):
         resolve_priors(y, {"K": 2, "mu_sd": [1, 2, 3]})
 

@@ -134,11 +134,13 @@ def resolve_priors(y: np.ndarray, model: Mapping[str, Any]) -> dict[str, Any]:
     if rule == "data":
         mean, sd = y.mean(axis=0), y.std(axis=0, ddof=1) if len(y) > 1 else np.zeros(d)
         flat = np.flatnonzero(~(np.isfinite(sd) & (sd > 0)))
-        if flat.size:
+        scaled = ("mu_sd", "psi", "sigma_location" if sigma_prior == "lognormal" else "sigma_scale")
+        missing = [key for key in scaled if key not in given]
+        if flat.size and missing:
             raise DataError(
                 f"coordinate {int(flat[0]) + 1} of the data has no spread (sd {sd[flat[0]]:.3g}): "
-                "the data-scale priors need it; give the model's priors explicitly or set "
-                "'priors: fixed'"
+                f"the data-scale priors of {', '.join(missing)} need it; give them in the "
+                "dataset's model or set 'priors: fixed'"
             )
         k = int(model["K"])
         values.update(

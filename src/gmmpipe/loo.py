@@ -163,8 +163,9 @@ def srs_difference_estimate(
 
 
 def relative_efficiency(params: Params, chains: int) -> float:
-    """ArviZ's r_eff for PSIS: mean bulk ESS over S of the parameters (1 for independent
-    draws, i.e. a single chain of an approximation)."""
+    """The relative efficiency r_eff for PSIS: bulk ESS / S averaged over the means and weights
+    (ArviZ's loo takes the mean ESS of each point's log-likelihood instead: close, and costlier);
+    1 with fewer than two chains (an approximation's independent draws)."""
     az = _arviz()
     if chains < 2:
         return 1.0
@@ -190,8 +191,8 @@ class FitLoo:
     threshold: float
     index: np.ndarray  # points with a pointwise elpd (all, or the subsample)
     elpd_i: np.ndarray
-    khat: np.ndarray  # Pareto k-hat of the points in `index` (NaN where refitted or k-fold)
-    n_bad: int  # points above the k-hat threshold
+    khat: np.ndarray  # PSIS Pareto k-hat of the points in `index` (kept after refits, k-fold)
+    n_bad: int  # points above the k-hat threshold in PSIS (before any refit or k-fold)
     subsampling_se: float = 0.0
     approx: np.ndarray | None = None  # the subsampling surrogate of every point
     refitted: list[int] = field(default_factory=list)

@@ -13,8 +13,8 @@ from gmmpipe.sbc_plan import (
     check_sbc_config,
 )
 
-# A bad `sbc:` section fails only a run that asks for the SBC (rule sbc's input raises the
-# error), not the default target.
+# The cross-key checks of `sbc:` fail only a run that asks for the SBC (rule sbc's input
+# raises the error), not the default target.
 try:
     SBC_METHODS = check_sbc_config(config)
 except ConfigError:

@@ -88,10 +88,22 @@ def test_defaults_by_kind_of_dataset():
 
 
 def test_calibration_needs_fixed_priors(root):
+    """Refused where the SBC is planned: the default target does not need the section."""
+    from gmmpipe.sbc_plan import check_sbc_config
+
     raw = yaml.safe_load((root / "config" / "config.yaml").read_text())
     raw["sbc"] = {"model": {"K": 2, "priors": "data"}}
+    config = validate_config(raw)
     with pytest.raises(ConfigError, match=r"'sbc\.model\.priors' = 'data'"):
-        validate_config(raw)
+        check_sbc_config(config)
+
+
+def test_a_partial_calibration_model_keeps_the_default_keys(root):
+    raw = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    raw["sbc"] = {"model": {"K": 3}}
+    model = validate_config(raw)["sbc"]["model"]
+    assert model["K"] == 3 and model["covariance"] == "diagonal"
+    assert model["mu_sd"] == 2.0 and model["alpha"] == 2.0 and model["priors"] == "fixed"
 
 
 def test_stan_data_carries_the_resolved_vectors():

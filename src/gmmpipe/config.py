@@ -99,6 +99,7 @@ def validate_config(
     """
     schema = dict(schema) if schema is not None else load_schema()
     completed = copy.deepcopy(dict(config))
+    _merge_sbc_model(completed, schema)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     _coerce_numbers(completed, validator)
     _check_finite(completed, ())
@@ -110,6 +111,15 @@ def validate_config(
     _check_inits(completed["methods"])
     _check_files(completed, Path.cwd() if base_dir is None else Path(base_dir))
     return completed
+
+
+def _merge_sbc_model(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
+    """A partial ``sbc.model`` replaces the default model's keys one by one, not the whole model
+    (``sbc: {model: {K: 3}}`` keeps the default's covariance and priors)."""
+    sbc = config.get("sbc")
+    default = schema["properties"].get("sbc", {}).get("properties", {}).get("model", {})
+    if isinstance(sbc, dict) and isinstance(sbc.get("model"), dict) and "default" in default:
+        sbc["model"] = {**default["default"], **sbc["model"]}
 
 
 # A number in exponent notation: YAML 1.1 (PyYAML, hence Snakemake) reads 1e-4 or 1.0e5 as a

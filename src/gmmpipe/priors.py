@@ -87,19 +87,30 @@ def complete_model(dataset_spec: Mapping[str, Any]) -> dict[str, Any]:
 def complete_config(config: dict[str, Any]) -> None:
     """Fill every dataset's ``priors`` and ``covariance`` in a validated config (in place).
 
-    Simulation-based calibration draws from the prior, so its model needs the ``fixed`` rule.
+    Simulation-based calibration draws from the prior, so its model takes the ``fixed`` rule
+    (:func:`check_sbc_model` refuses another, for the runs that ask for the SBC).
     """
     for dataset in config["datasets"].values():
         dataset["model"] = complete_model(dataset)
     sbc = config.get("sbc", {}).get("model")
     if sbc is not None:
-        if sbc.get("priors", "fixed") != "fixed":
-            raise ConfigError(
-                f"config: 'sbc.model.priors' = {sbc['priors']!r}: calibration draws parameters "
-                "from the prior, which must not depend on the data; use 'fixed'"
-            )
         sbc.setdefault("priors", "fixed")
         sbc.setdefault("covariance", "identity")
+
+
+def check_sbc_model(model: Mapping[str, Any]) -> None:
+    """Refuse an SBC model whose prior depends on the data.
+
+    Raises
+    ------
+    ConfigError
+        When ``sbc.model.priors`` is not ``fixed``.
+    """
+    if model.get("priors", "fixed") != "fixed":
+        raise ConfigError(
+            f"config: 'sbc.model.priors' = {model['priors']!r}: calibration draws parameters "
+            "from the prior, which must not depend on the data; use 'fixed'"
+        )
 
 
 def fixed_values(model: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import jsonschema
 
 from gmmpipe.config import load_schema
 from gmmpipe.errors import ConfigError
+from gmmpipe.priors import check_sbc_model
 
 # Keys of the `sbc` config that decide a replication's result (a batch's job parameters);
 # `replications`, `batch_size`, `methods` and `bins` only decide which replications run and
@@ -40,8 +41,9 @@ def check_sbc_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     ------
     ConfigError
         When a method is unknown or neither NUTS nor ADVI, `bins` does not divide
-        `draws` + 1, or `method_settings` names a method not calibrated or a setting its
-        algorithm does not have (or a bad value for it).
+        `draws` + 1, the model has several K or data-scale priors, or `method_settings`
+        names a method not calibrated or a setting its algorithm does not have (or a bad
+        value for it).
     """
     sbc = config["sbc"]
     if (sbc["draws"] + 1) % sbc["bins"]:
@@ -51,6 +53,7 @@ def check_sbc_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         )
     if isinstance(sbc.get("model", {}).get("K"), list):
         raise ConfigError(f"config: 'sbc.model.K' = {sbc['model']['K']!r}: SBC needs one K")
+    check_sbc_model(sbc.get("model", {}))
     out = {}
     for name in sbc["methods"]:
         spec = config["methods"].get(name)

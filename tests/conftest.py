@@ -9,39 +9,64 @@ from pathlib import Path
 import pytest
 import slurm_cluster
 
-from gmmpipe.cmdstan import INSTALL_HINT, cmdstan_available
+from gmmpipe.cmdstan import find_cmdstan
+from gmmpipe.errors import CmdStanNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+
+def _cmdstan_missing() -> str | None:
+    """Why CmdStan cannot be used (find_cmdstan's message), or None."""
+    try:
+        find_cmdstan()
+    except CmdStanNotFoundError as err:
+        return str(err)
+    return None
+
+
+def _slurm_missing() -> str | None:
+    reason = slurm_cluster.unavailable_reason()
+    return reason and f"a one-node SLURM test cluster {slurm_cluster.REQUIREMENT}: {reason}"
+
+
+#: Per marker: why its tests cannot run here, or None when they can.
 _REQUIREMENTS = {
-    "cmdstan": (cmdstan_available, INSTALL_HINT),
-    "browser": (
-        lambda: shutil.which("chromium") is not None,
-        "Debian's chromium is not installed (apt-get install chromium)",
+    "cmdstan": _cmdstan_missing,
+    "browser": lambda: (
+        None
+        if shutil.which("chromium")
+        else "Debian's chromium is not installed (apt-get install chromium)"
     ),
-    "slurm": (
-        slurm_cluster.available,
-        "a one-node SLURM test cluster " + slurm_cluster.REQUIREMENT,
-    ),
+    "slurm": _slurm_missing,
 }
+_reasons: dict[str, str] = {}
 _skipped: dict[str, int] = {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    available = {name: check() for name, (check, _) in _REQUIREMENTS.items()}
     for item in items:
-        for name, (_, reason) in _REQUIREMENTS.items():
-            if item.get_closest_marker(name) and not available[name]:
-                item.add_marker(pytest.mark.skip(reason=f"[{name}] {reason}"))
+        for name, missing in _REQUIREMENTS.items():
+            if item.get_closest_marker(name):
+                if name not in _reasons:
+                    _reasons[name] = missing() or ""
+                if _reasons[name]:
+                    item.add_marker(pytest.mark.skip(reason=f"[{name}] {_reasons[name]}"))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count the tests that did not run for a missing requirement (after -k and -m)."""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = report.longrepr[2].removeprefix("Skipped: ")
+        for name in _REQUIREMENTS:
+            if reason.startswith(f"[{name}] "):
                 _skipped[name] = _skipped.get(name, 0) + 1
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
     for name, count in _skipped.items():
-        reason = _REQUIREMENTS[name][1]
         terminalreporter.write_sep("!", f"{count} {name} test(s) SKIPPED", red=True, bold=True)
-        terminalreporter.write_line(f"Reason: {reason}", red=True, bold=True)
+        terminalreporter.write_line(f"Reason: {_reasons[name]}", red=True, bold=True)
 
 
 @pytest.fixture(scope="session")

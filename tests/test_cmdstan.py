@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shlex
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -52,6 +55,21 @@ def test_no_cmdstan_anywhere(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(CmdStanNotFoundError, match=r"environment\.yml"):
         find_cmdstan()
+
+
+def test_a_run_without_cmdstan_says_how_many_tests_it_skipped_and_why(tmp_path):
+    """The test run itself (tests/conftest.py): skipped CmdStan tests are counted after -k, and
+    the reason is find_cmdstan's own message."""
+    env = {**os.environ, "CMDSTAN": str(tmp_path / "nowhere")}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/test_cmdstan.py", "-q",
+         "-k", "versions_are_read or missing_cmdstan"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert "1 cmdstan test(s) SKIPPED" in run.stdout
+    assert f"Reason: CMDSTAN='{tmp_path / 'nowhere'}' is not a CmdStan directory" in run.stdout
+    assert "1 passed, 1 skipped" in run.stdout
 
 
 @pytest.mark.parametrize(
@@ -414,19 +432,20 @@ def test_other_methods_on_seed_small(tmp_path, config, gmm_exe, method):
 
 
 @pytest.mark.cmdstan
-def test_pathfinder_failure_on_seed_large_is_flagged(tmp_path, config, gmm_exe):
-    """Pathfinder's draws on seed_large are far off; the gate must say so, not report them."""
+def test_pathfinder_on_seed_large_passes_only_when_accurate(tmp_path, config, gmm_exe):
+    """Pathfinder on seed_large (100 000 points): the gate passes it only where its mean is
+    near the truth (posterior sd about 0.004), and otherwise names the k-hat, never reporting
+    far-off draws as an answer. Measured: k-hat 0.47, passed (README)."""
     _, summary, diagnostics, _ = _fit(tmp_path, config, "seed_large", "pathfinder", gmm_exe)
-    if abs(summary.loc["mu[1, x1]", "mean"] - 1.0) > 0.05:
-        assert not diagnostics["passed"]
+    error = abs(summary.loc["mu[1, x1]", "mean"] - 1.0)
+    if diagnostics["passed"]:
+        assert error <= 0.05
+    else:
         assert any(f.startswith("pareto_khat") for f in diagnostics["failures"])
 
 
-def test_versions_recorded_when_available():
-    pytest.importorskip("cmdstanpy")
-    try:
-        versions = cmdstan_versions()
-    except CmdStanNotFoundError:
-        pytest.skip("no CmdStan")
-    assert versions["cmdstan"].startswith("2.")
-    assert "stanc" in versions["stanc"]
+@pytest.mark.cmdstan
+def test_versions_are_read_from_the_installation():
+    versions = cmdstan_versions()
+    assert re.fullmatch(r"2\.\d+\.\d+", versions["cmdstan"]), versions
+    assert versions["stanc"].startswith("stanc3 v2."), versions

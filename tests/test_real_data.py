@@ -85,6 +85,7 @@ def _map_labels(y, outputs):
 
 
 @pytest.mark.xfail(
+    raises=AssertionError,  # the gate's verdict; an error in the fit itself still fails
     strict=False,  # chaotic in the seed: 0 to 80 divergences across seeds and priors
     reason="known open problem (issue 17): Old Faithful has two clusters, and at K = 3 the third "
     "component moves between bridging them and splitting the long-eruption cluster; NUTS mixes "

@@ -78,6 +78,24 @@ def _posterior(rng, y, s=1000):
     }
 
 
+@pytest.mark.parametrize("rho", [0.0, 0.5, 0.9])
+def test_relative_efficiency_of_autocorrelated_chains(rho):
+    """r_eff of four AR(1) chains is their ESS / S, (1 - rho) / (1 + rho); one chain gets 1."""
+    rng = np.random.default_rng(int(10 * rho))
+    chains, n = 4, 1000
+
+    def ar1(size):
+        x = np.empty((chains, n, *size))
+        x[:, 0] = rng.standard_normal((chains, *size))
+        for t in range(1, n):
+            x[:, t] = rho * x[:, t - 1] + np.sqrt(1 - rho**2) * rng.standard_normal((chains, *size))
+        return x.reshape(chains * n, *size)
+
+    params = {"mu": ar1((2, 2)), "theta": 0.5 + 0.01 * ar1((2,))}
+    assert loo.relative_efficiency(params, chains) == pytest.approx((1 - rho) / (1 + rho), rel=0.1)
+    assert loo.relative_efficiency(params, 1) == 1.0
+
+
 def test_psis_loo_agrees_with_arviz():
     rng = np.random.default_rng(2)
     y = rng.normal(size=(80, 2))
@@ -161,11 +179,14 @@ def test_too_many_bad_points_switch_every_k_to_kfold():
     fits = {1: _posterior(rng, y), 2: _posterior(rng, y)}
     held_out = {1: [], 2: []}
 
+    draws = {1: [], 2: []}
+
     def make_refit(k):
         def refit(exclude):
             held_out[k].append(exclude)
             keep = np.setdiff1d(np.arange(len(y)), exclude)
-            return _posterior(rng, y[keep])
+            draws[k].append(_posterior(rng, y[keep]))
+            return draws[k][-1]
 
         return refit
 
@@ -179,6 +200,13 @@ def test_too_many_bad_points_switch_every_k_to_kfold():
     # the same folds for every K
     for a, b in zip(held_out[1], held_out[2], strict=True):
         np.testing.assert_array_equal(a, b)
+    # each point scored by its own fold's refit: log mean_s N(y_i | mu_s, I)
+    for fold, fit in zip(held_out[1], draws[1], strict=True):
+        for point in fold:
+            dens = multivariate_normal(np.zeros(2), np.eye(2)).logpdf(y[point] - fit["mu"][:, 0])
+            expected = np.log(np.mean(np.exp(dens - dens.max()))) + dens.max()
+            assert results[1].elpd_i[point] == pytest.approx(expected, rel=1e-10)
+    assert results[1].elpd == pytest.approx(results[1].elpd_i.sum())
 
 
 def test_without_refits_the_psis_estimate_is_flagged():

@@ -22,14 +22,18 @@ from gmmpipe.io import atomic_path, storage_problem, write_json
 from gmmpipe.plots import save_figure
 
 
-def _mount(target: Path, *options: str) -> bool:
+def _mount(target: Path, *options: str) -> str | None:
+    """Mount a tmpfs at `target`; why it failed, or None."""
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
     target.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs", str(target)],
         capture_output=True,
+        text=True,
         check=False,
     )
-    return result.returncode == 0
+    return f"mount -t tmpfs failed: {result.stderr.strip()}" if result.returncode else None
 
 
 @pytest.fixture
@@ -39,8 +43,9 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     mounted: list[Path] = []
 
     def mount(target: Path, *options: str, read_only: bool = False) -> Path:
-        if os.geteuid() != 0 or not _mount(target, *options):
-            pytest.skip("mounting a tmpfs needs root")
+        problem = _mount(target, *options)
+        if problem:
+            pytest.skip(problem)
         mounted.append(target)
         if read_only:
             subprocess.run(["mount", "-o", "remount,ro", str(target)], check=True)
@@ -122,6 +127,24 @@ def test_other_errors_inside_a_writer_are_kept(tmp_path: Path) -> None:
         tmp.write_text("partial")
         (tmp_path / "absent").read_text()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_writers_temporaries_are_removed_by_the_next_writer(tmp_path):
+    """kill -9 leaves ``.<name>.XXXXXXXX.tmp`` (a file or a folder); the next atomic write of the
+    same output removes them, and nothing else."""
+    stale = [tmp_path / ".fit.json.ab12cd34.tmp", tmp_path / ".fit.json.x_y9z0w1.tmp"]
+    stale[0].write_text("partial")
+    stale[1].mkdir()
+    (stale[1] / "inner").write_text("partial")
+    kept = [tmp_path / ".fit.json.short.tmp", tmp_path / ".other.json.ab12cd34.tmp",
+            tmp_path / ".hidden", tmp_path / "fit.json.ab12cd34.tmp"]  # fmt: skip
+    for path in kept:
+        path.write_text("keep")
+    with atomic_path(tmp_path / "fit.json") as tmp:
+        tmp.write_text("{}")
+    assert not any(path.exists() for path in stale)
+    assert all(path.read_text() == "keep" for path in kept)
+    assert (tmp_path / "fit.json").read_text() == "{}"
 
 
 def test_a_pipeline_error_ends_a_script_in_one_line(tmp_path: Path) -> None:

@@ -65,6 +65,20 @@ def test_well_separated_means_and_ordering_by_weight(k):
     np.testing.assert_array_equal(apply_permutations(scrambled["mu"], perms), draws["mu"])
 
 
+@pytest.mark.parametrize("k", [3, 7])  # enumerated permutations, and linear assignment
+def test_a_non_finite_draw_leaves_the_others_relabelled(k):
+    rng = np.random.default_rng(k)
+    mu = 5.0 * rng.standard_normal((k, 2))
+    theta = np.arange(k, 0, -1) / np.arange(k, 0, -1).sum()
+    draws, scrambled, _ = _scrambled(rng, 400, mu, theta)
+    scrambled["mu"][7, 0, 0] = np.nan
+    perms = relabel_permutations(scrambled["mu"], scrambled["theta"])
+    relabelled = apply_permutations(scrambled["mu"], perms)
+    others = np.arange(400) != 7
+    np.testing.assert_array_equal(relabelled[others], draws["mu"][others])
+    np.testing.assert_array_equal(perms[7], np.arange(k))
+
+
 def test_relabel_draws_keeps_chains_and_all_parameters_aligned():
     rng = np.random.default_rng(5)
     mu = np.array([[0.0], [0.1]])

@@ -97,6 +97,24 @@ def relabel_permutations(
     if k == 1:
         return np.zeros((n_draws, 1), dtype=int)
     features = component_features(mu, theta, sigma, omega)
+    finite = np.isfinite(features).all(axis=(1, 2))
+    if not finite.all():  # such a draw would make every scale and cost NaN
+        logger.warning(
+            "%d of %d draws have non-finite parameters; they keep their own labelling",
+            int((~finite).sum()),
+            n_draws,
+        )
+        perms = np.tile(np.arange(k), (n_draws, 1))
+        if finite.any():
+            perms[finite] = relabel_permutations(
+                mu[finite],
+                theta[finite],
+                None if lp is None else lp[finite],
+                sigma=None if sigma is None else sigma[finite],
+                omega=None if omega is None else omega[finite],
+                max_iter=max_iter,
+            )
+        return perms
     spread = features.reshape(-1, features.shape[-1]).std(axis=0)
     floor = np.maximum(spread, _TINY) * 1e-3
     scale = np.tile(np.maximum(spread, _TINY), (k, 1))

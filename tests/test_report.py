@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -241,7 +242,9 @@ def _caption(root: Path, path: Path, **wildcards: str) -> str:
     snakemake = SimpleNamespace(wildcards=SimpleNamespace(**wildcards), config=config)
     text = jinja2.Environment().from_string(path.read_text()).render(snakemake=snakemake)
     settings = {"report_level": 2, "halt_level": 2, "warning_stream": False}
-    return publish_parts(text, writer_name="html", settings_overrides=settings)["body"]
+    with warnings.catch_warnings():  # as Snakemake calls it: writer_name, deprecated in 0.22
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return publish_parts(text, writer_name="html", settings_overrides=settings)["body"]
 
 
 def test_every_caption_is_valid_restructured_text(root):

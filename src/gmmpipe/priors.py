@@ -144,7 +144,8 @@ def resolve_priors(y: np.ndarray, model: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"rule": rule, "given": given}
     if rule == "data":
         mean, sd = y.mean(axis=0), y.std(axis=0, ddof=1) if len(y) > 1 else np.zeros(d)
-        flat = np.flatnonzero(~(np.isfinite(sd) & (sd > 0)))
+        spread = np.isfinite(sd) & (sd > 0)
+        flat = np.flatnonzero(~spread)
         scaled = ("mu_sd", "psi", "sigma_location" if sigma_prior == "lognormal" else "sigma_scale")
         missing = [key for key in scaled if key not in given]
         if flat.size and missing:
@@ -154,16 +155,19 @@ def resolve_priors(y: np.ndarray, model: Mapping[str, Any]) -> dict[str, Any]:
                 "dataset's model or set 'priors: fixed'"
             )
         k = int(model["K"])
+        unit = np.where(spread, sd, 1.0)  # a flat column's priors are all given (checked above)
         values.update(
             mu_location=mean,
-            mu_sd=MU_SD_PER_SD * sd,
+            mu_sd=MU_SD_PER_SD * unit,
             alpha=DATA_ALPHA,
-            psi=PSI_FACTOR * sd**2 / k ** (2 / d),
+            psi=PSI_FACTOR * unit**2 / k ** (2 / d),
         )
         if sigma_prior == "lognormal":
-            values.update(sigma_location=np.log(SIGMA_MEDIAN_PER_SD * sd), sigma_scale=SIGMA_LOG_SD)
+            values.update(
+                sigma_location=np.log(SIGMA_MEDIAN_PER_SD * unit), sigma_scale=SIGMA_LOG_SD
+            )
         else:
-            values.update(sigma_location=0.0, sigma_scale=sd)
+            values.update(sigma_location=0.0, sigma_scale=unit)
         out.update(data_mean=mean.tolist(), data_sd=sd.tolist())
     values.update({key: model[key] for key in given})
     for key in _VECTOR_KEYS:

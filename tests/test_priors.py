@@ -47,6 +47,10 @@ def test_data_rule_is_on_the_data_scale():
     np.testing.assert_allclose(half["sigma_scale"], sd)
     assert half["sigma_location"] == [0.0, 0.0]
     np.testing.assert_allclose(priors["psi"], 0.2 * sd**2 / 3)  # 0.2 s_j^2 / K^(2 / D)
+    y3 = np.random.default_rng(4).normal(size=(50, 3)) * [1, 10, 100]
+    sd3 = y3.std(axis=0, ddof=1)
+    psi3 = resolve_priors(y3, {"K": 2, "priors": "data"})["psi"]
+    np.testing.assert_allclose(psi3, 0.2 * sd3**2 / 2 ** (2 / 3))  # D = 3: K^(2/3)
     full = describe(priors, "full")
     assert "normal(" in full[0] and "Omega_k ~ lkj_corr(2)" in full and len(full) == 5
     tied = describe(priors, "tied")

@@ -6,7 +6,7 @@
 For each seed: a well-separated 2-D mixture with K = 3 (means (-4, 0), (4, 0), (0, 6), unit
 covariances, weights 0.3/0.3/0.4, N points), fitted with every K in `--ks` as the workflow
 fits it (gmmpipe.fit.fit_dataset; NUTS 4 chains x 500 + 500, or Laplace), compared by the
-workflow's compare step (gmmpipe.loo.run_compare, with CmdStan refits / K-fold as fallbacks)
+workflow's compare step (gmmpipe.compare.run_compare, with CmdStan refits / K-fold as fallbacks)
 and the K = 3 fit's membership scored by the adjusted Rand index against the true components.
 Writes <out>/choose_k.csv (one row per seed) and prints the rate at which K = 3 is suggested.
 """
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from gmmpipe.compare import run_compare
 from gmmpipe.data import simulate_mixture, write_dataset
 from gmmpipe.fit import fit_dataset
 from gmmpipe.layout import fit_paths
-from gmmpipe.loo import run_compare
 from gmmpipe.membership import write_membership
 
 ROOT = Path(__file__).resolve().parents[1]

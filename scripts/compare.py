@@ -2,7 +2,7 @@
 
 import tempfile
 
-from gmmpipe.loo import run_compare
+from gmmpipe.compare import run_compare
 from gmmpipe.workflow import log_to
 
 log_to(snakemake.log[0])

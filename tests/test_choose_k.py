@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gmmpipe import loo
+from gmmpipe import compare, loo
 from gmmpipe.cmdstan import load_model
 from gmmpipe.data import simulate_mixture, simulate_seed_notebook, stan_data, write_dataset
 from gmmpipe.fit import fit_dataset
@@ -112,7 +112,7 @@ def _sweep(tmp_path, gmm_exe, data, model, ks, method=NUTS):
         posteriors[k] = outputs["posterior"]
     names = ("table", "khat", "suggestion", "html", "figure")
     outputs = {n: tmp_path / f"compare.{n}" for n in names}
-    evidence = loo.run_compare(
+    evidence = compare.run_compare(
         data=data_csv, dataset_json=tmp_path / "truth.json", posteriors=posteriors,
         settings=COMPARE, outputs=outputs,
         dataset="test", method=method["algorithm"],
@@ -150,7 +150,7 @@ def test_cmdstan_refit_leaves_the_points_out(tmp_path, gmm_exe):
     data.y[0] = [30.0, 30.0]  # an outlier that moves the mean by 0.75 when it is in
     model = {"K": 1, "mu_sd": 50.0, "alpha": 1.0}
     start = {"mu": data.y.mean(axis=0)[None, None], "theta": np.ones((1, 1))}
-    refit = loo.cmdstan_refit(
+    refit = compare.cmdstan_refit(
         gmm_exe, data, dataset_spec={"model": model}, method_spec=LAPLACE, seed=1,
         start=start, workdir=tmp_path,
     )  # fmt: skip

@@ -19,6 +19,7 @@ from gmmpipe.draws import SIG_FIGS, Draws, read_draws, relabel
 from gmmpipe.errors import FitError
 from gmmpipe.inits import jittered_inits, multistart, record, stan_inits
 from gmmpipe.io import atomic_path, storage_problem, write_json
+from gmmpipe.loo import chain_stacking
 from gmmpipe.ppc import posterior_predictive
 from gmmpipe.ppc import record as ppc_record
 from gmmpipe.priors import describe, resolve_priors
@@ -283,8 +284,6 @@ def _stack_chains(report: dict[str, Any], y: np.ndarray, draws: Draws, seed: int
     check = next((c for c in report["checks"] if c["name"] == "chain_modes"), None)
     if check is None or check["passed"]:
         return
-    from gmmpipe.loo import chain_stacking
-
     stacking = chain_stacking(y, draws.components(), seed=seed)
     report["chain_stacking"] = stacking
     weights = " / ".join(f"{w:.2f}" for w in stacking["weights"])

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 try:
     from gmmpipe.config import (
+        check_unique_keys,
         compare_method,
         derived_seed,
         fits,
@@ -29,6 +30,8 @@ except ImportError as err:
 # Validate on load (JSON Schema draft 2020-12 plus cross-key checks) and fill in defaults,
 # so that every job sees the same completed config and bad input fails before any job runs.
 try:
+    for _path in workflow.configfiles:
+        check_unique_keys(_path)
     _completed = validate_config(
         config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml")
     )

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from workflow_helpers import make_workflow, output, small_config, snakemake
 
-from gmmpipe.config import fits, load_schema, validate_config
+from gmmpipe.config import check_unique_keys, fits, load_schema, validate_config
 from gmmpipe.errors import ConfigError
 
 
@@ -227,6 +227,27 @@ def test_workflow_stops_before_any_job(tmp_path: Path, key: str, value: Any, mes
     assert message in output(result)
     assert not (workdir / "results").exists()
     assert not (workdir / "logs").exists()
+
+
+@pytest.mark.workflow
+def test_a_key_given_twice_stops_the_workflow(tmp_path: Path) -> None:
+    """A copied dataset block whose name was not changed: YAML would keep only the second."""
+    workdir = make_workflow(tmp_path / "wf", _base())
+    (workdir / "data").mkdir()
+    (workdir / "data" / "own.csv").write_text("x1,x2\n0,1\n1,0\n2,2\n")
+    mine = workdir / "mine.yaml"
+    mine.write_text(
+        "datasets:\n"
+        "  own:\n    file: {path: data/own.csv}\n    model: {K: 2}\n"
+        "  own:\n    file: {path: data/own.csv}\n    model: {K: 3}\n"
+    )
+    result = snakemake(workdir, "--cores", "1", "--configfile", "config/config.yaml", "mine.yaml")
+    assert result.returncode != 0
+    assert f"config file {mine}: line 5: key 'own' is given twice (first on line 2)" in output(
+        result
+    )
+    assert not (workdir / "results").exists()
+    check_unique_keys(workdir / "config" / "config.yaml")  # the base config has none
 
 
 def _yaml_config(data_dir: Path, methods: str) -> dict[str, Any]:

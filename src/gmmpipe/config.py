@@ -79,6 +79,38 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML, hence
+    Snakemake, keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in first:
+                raise ConfigError(
+                    f"line {line}: key {key!r} is given twice (first on line {first[key]}), "
+                    "and YAML would keep only the last"
+                )
+            first.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_unique_keys(path: str | os.PathLike[str]) -> None:
+    """Refuse a config file in which one mapping gives a key twice (e.g. a copied dataset).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the line and the key.
+    """
+    try:
+        yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
+    except ConfigError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
+
+
 def validate_config(
     config: Mapping[str, Any],
     schema: Mapping[str, Any] | None = None,

@@ -6,6 +6,7 @@ rule simulate:
         "logs/data/{dataset}.log",
     wildcard_constraints:
         dataset=_alternation(SIMULATED),
+    priority: 4  # the data before the compile: data the priors cannot use fail in seconds
     conda:
         "../envs/data.yaml"
     params:
@@ -24,6 +25,7 @@ rule ingest:
         "logs/data/{dataset}.log",
     wildcard_constraints:
         dataset=_alternation(USER_FILES),
+    priority: 4
     conda:
         "../envs/data.yaml"
     params:

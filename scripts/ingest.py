@@ -1,6 +1,6 @@
 """Snakemake adapter: validate the user's data file and store it in the pipeline's layout."""
 
-from gmmpipe.config import model_ks
+from gmmpipe.config import check_priors, model_ks
 from gmmpipe.data import Dataset, read_dataset, write_dataset
 from gmmpipe.workflow import log_to
 
@@ -13,6 +13,7 @@ data = read_dataset(
     columns=spec["file"]["columns"],
     header=spec["file"]["header"],
 )
+check_priors(snakemake.wildcards.dataset, spec, data.y, data.names)
 truth = {
     "generator": "file",
     "path": str(snakemake.input[0]),

@@ -112,3 +112,18 @@ def test_user_files_are_ingested_whole_and_again_when_changed(
     assert result.returncode == 0, output(result)
     first = pd.read_csv(user_data / "results" / "data" / "plain.csv").iloc[0].to_numpy()
     np.testing.assert_array_equal(first, np.array(lines[1].split(","), dtype=float))
+
+
+@pytest.mark.workflow
+def test_data_that_cannot_set_the_priors_fail_when_read(tmp_path: Path) -> None:
+    """A constant column: the data-scale priors need its spread, so ingest fails (before any
+    fit), naming the dataset and the column, and writes nothing."""
+    config = small_config()
+    config["datasets"]["own"] = {"file": {"path": "data/own.csv"}, "model": {"K": [1, 2]}}
+    workdir = make_workflow(tmp_path / "wf", config)
+    (workdir / "data").mkdir()
+    (workdir / "data" / "own.csv").write_text("x,y\n0,1\n1,1\n2,1\n3,1\n")
+    result = snakemake(workdir, "--cores", "1", "results/data/own.csv")
+    assert result.returncode != 0
+    assert "datasets.own: column 'y' of the data has no spread (sd 0)" in output(result)
+    assert not (workdir / "results" / "data" / "own.csv").exists()

@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 import jsonschema
 import yaml
 
-from gmmpipe.errors import ConfigError
-from gmmpipe.priors import complete_config
+from gmmpipe.errors import ConfigError, DataError
+from gmmpipe.priors import complete_config, resolve_priors
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -325,6 +325,23 @@ def model_ks(model: Mapping[str, Any]) -> list[int]:
 def with_k(dataset_spec: Mapping[str, Any], k: int) -> dict[str, Any]:
     """A dataset's config entry for one fit: `model.K` set to the single count `k`."""
     return {**dataset_spec, "model": {**dataset_spec["model"], "K": int(k)}}
+
+
+def check_priors(name: str, dataset_spec: Mapping[str, Any], y: Any, columns: Any = None) -> None:
+    """Resolve the priors of every K of dataset `name` for its data `y` (N x D; `columns` their
+    names), when the data are read or simulated: a prior the data cannot set (a column without
+    spread, a value per coordinate for the wrong D) then fails before any fit, naming the dataset.
+
+    Raises
+    ------
+    DataError
+        :func:`gmmpipe.priors.resolve_priors`' message, prefixed by ``datasets.<name>``.
+    """
+    for k in model_ks(dataset_spec["model"]):
+        try:
+            resolve_priors(y, with_k(dataset_spec, k)["model"], names=columns)
+        except DataError as err:
+            raise DataError(f"datasets.{name}: {err}") from None
 
 
 class Fit(NamedTuple):

@@ -197,7 +197,7 @@ def fit_dataset(
     algorithm = method_spec["algorithm"]
     model_spec = with_threads(dataset_spec["model"], method_spec, dataset.n)
     k, d = int(model_spec["K"]), dataset.d
-    priors = resolve_priors(dataset.y, model_spec)
+    priors = resolve_priors(dataset.y, model_spec, names=dataset.names)
     model = load_model(exe_file)
     cmdstan_dir = Path(outputs["cmdstan"])
     with atomic_path(cmdstan_dir) as scratch:

@@ -26,7 +26,7 @@ The likelihood is unchanged, so every result stays on the data's scale.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gmmpipe.errors import ConfigError, DataError
@@ -118,8 +118,11 @@ def fixed_values(model: Mapping[str, Any]) -> dict[str, Any]:
     return {key: model[key] if model.get(key) is not None else FIXED[key] for key in PRIOR_KEYS}
 
 
-def resolve_priors(y: np.ndarray, model: Mapping[str, Any]) -> dict[str, Any]:
-    """The prior values of `model` for data `y` (N x D), per coordinate where they can differ.
+def resolve_priors(
+    y: np.ndarray, model: Mapping[str, Any], names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The prior values of `model` for data `y` (N x D), per coordinate where they can differ
+    (`names`: the columns' names, for messages).
 
     A raw model mapping without ``priors`` (e.g. in tests and benchmarks) takes the ``fixed``
     rule. Returns the rule, which keys were given, the values, and the data's per-column mean
@@ -149,8 +152,10 @@ def resolve_priors(y: np.ndarray, model: Mapping[str, Any]) -> dict[str, Any]:
         scaled = ("mu_sd", "psi", "sigma_location" if sigma_prior == "lognormal" else "sigma_scale")
         missing = [key for key in scaled if key not in given]
         if flat.size and missing:
+            column = int(flat[0])
+            named = f"column {names[column]!r}" if names is not None else f"coordinate {column + 1}"
             raise DataError(
-                f"coordinate {int(flat[0]) + 1} of the data has no spread (sd {sd[flat[0]]:.3g}): "
+                f"{named} of the data has no spread (sd {sd[column]:.3g}): "
                 f"the data-scale priors of {', '.join(missing)} need it; give them in the "
                 "dataset's model or set 'priors: fixed'"
             )

@@ -285,6 +285,15 @@ def test_exponent_numbers_that_yaml_reads_as_strings_are_numbers(data_dir: Path)
             "an exponent (e.g. 10000, not 1e4)",
         ),
         ("vi: {algorithm: advi, variational: 1e4}", "'methods.vi.variational' = '1e4'"),
+        (  # what `--config` gives for a nested number
+            "vi: {algorithm: advi, iter: '100'}",
+            "'methods.vi.iter' = '100': must be of type 'integer'; a number in quotes is text",
+        ),
+        (  # what `--config seed=1e4` gives
+            "vi: {algorithm: advi, iter: 10000.0}",
+            "'methods.vi.iter' = 10000.0: must be of type 'integer'; write whole numbers without "
+            "an exponent or a decimal point",
+        ),
     ],
 )
 def test_exponent_strings_elsewhere_still_fail_clearly(

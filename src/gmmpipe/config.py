@@ -61,16 +61,33 @@ def _schema_error_message(error: jsonschema.ValidationError) -> str:
         return f"config: '{where}' is missing a required key: {error.message}"
     if error.validator == "oneOf" and isinstance(error.instance, dict):
         return f"config: '{where}' must have exactly one of 'simulate' or 'file'"
-    if (
-        error.validator == "type"
-        and isinstance(error.instance, str)
-        and _EXPONENT_NUMBER.match(error.instance.strip())
-    ):
-        return (
-            f"config: '{where}' = {error.instance!r}: must be of type {error.validator_value!r}; "
-            "write whole numbers without an exponent (e.g. 10000, not 1e4)"
-        )
+    if error.validator == "type":
+        hint = _type_hint(error.instance)
+        if hint:
+            return (
+                f"config: '{where}' = {error.instance!r}: must be of type "
+                f"{error.validator_value!r}; {hint}"
+            )
     return f"config: '{where}' = {error.instance!r}: {error.message}"
+
+
+def _type_hint(value: Any) -> str:
+    """How to write a number the schema refused for its type, or ''."""
+    exponent = "write whole numbers without an exponent (e.g. 10000, not 1e4)"
+    if isinstance(value, float) and value.is_integer():  # 1e4 from --config, or 100.0
+        return exponent.replace("an exponent", "an exponent or a decimal point")
+    if not isinstance(value, str):
+        return ""
+    if _EXPONENT_NUMBER.match(value.strip()):
+        return exponent
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return (
+        "a number in quotes is text: write it without quotes (`--config` passes the values "
+        "inside {...} as text: set such keys in a --configfile)"
+    )
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:

@@ -189,6 +189,15 @@ def load_dataset(csv_path: str | Path, json_path: str | Path | None, *, k: int =
     return read_dataset(csv_path, k=k, columns=columns, assignments=assignments)
 
 
+#: Leading bytes of files that are not CSV text, and what they are.
+_NOT_CSV = {
+    b"\x1f\x8b": "a gzip-compressed file (decompress it first)",
+    b"PK\x03\x04": "a ZIP archive (an Excel .xlsx workbook?)",
+    b"\xff\xfe": "UTF-16 text (Excel's 'Unicode text')",
+    b"\xfe\xff": "UTF-16 text (Excel's 'Unicode text')",
+}
+
+
 def _read_table(path: Path, *, header: bool = True) -> tuple[list[str], list[int], list[list[str]]]:
     """Header, file line numbers and cells of a CSV file; blank lines are skipped.
 
@@ -197,11 +206,16 @@ def _read_table(path: Path, *, header: bool = True) -> tuple[list[str], list[int
     numbers only is refused: it is the file's first observation, not column names.
     """
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not a UTF-8 text file (byte {err.start}: {err.reason})") from None
+        raw = path.read_bytes()
     except OSError as err:
         raise DataError(f"{path}: cannot read the data file ({err.strerror})") from None
+    for magic, what in _NOT_CSV.items():
+        if raw.startswith(magic):
+            raise DataError(f"{path}: {what}, not a CSV text file; save it as CSV (UTF-8, commas)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a UTF-8 text file (byte {err.start}: {err.reason})") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     lines: list[int] = []
     rows: list[list[str]] = []
@@ -219,6 +233,12 @@ def _read_table(path: Path, *, header: bool = True) -> tuple[list[str], list[int
         _check_row_lengths(path, names, lines, rows, first=f"row {lines[0]}")
         return names, lines, rows
     names = [name.strip() for name in rows[0]]
+    for separator, word in ((";", "semicolons"), ("\t", "tabs")):
+        if len(names) == 1 and separator in names[0]:
+            raise DataError(
+                f"{path}: row {lines[0]}: one column {names[0]!r}; the file seems to be separated "
+                f"by {word}, not commas: save it comma-separated"
+            )
     for j, name in enumerate(names):
         if not name:
             raise DataError(f"{path}: row {lines[0]}, column {j + 1}: empty column name")
@@ -360,7 +380,8 @@ def read_dataset(
             raise DataError(f"{path}: {where}: {text}")
         y[:, j] = values
     if len(y) < k:
-        raise DataError(f"{path}: {len(y)} rows, fewer than the K = {k} mixture components")
+        rows = f"{len(y)} row" + ("" if len(y) == 1 else "s")
+        raise DataError(f"{path}: {rows}, fewer than the K = {k} mixture components")
     z = None
     if assignments is not None and assignments in frame.columns:
         z = pd.to_numeric(frame[assignments], errors="coerce").to_numpy()

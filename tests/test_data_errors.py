@@ -31,6 +31,8 @@ BAD_FILES: dict[str, tuple[bytes, list[str], str]] = {
     "gzip": (b"\x1f\x8b\x08\x00", [], "a gzip-compressed file (decompress it first), not a CSV"),
     "utf16": ("x1,x2\n1,2\n".encode("utf-16"), [], "UTF-16 text (Excel's 'Unicode text')"),
     "semicolons": (b"x1;x2\n1;2\n3;4\n", [], "the file seems to be separated by semicolons"),
+    "row_names": (b'"","x","y"\n"1",0.5,1.2\n"2",0.7,1.9\n', [], "empty column name (a row-name"),
+    "comment": (b"# exported\nx,y\n1,2\n3,4\n", [], "'# exported' looks like a comment line"),
     "huge": (b"x1,x2\n1,2\n3,-1e200\n", [], "row 3, column 'x2': -1e+200 is too large"),
     "tiny": (b"x1,x2\n1,1e-200\n3,-3e-180\n", [], "column 'x2': every value is below 1e-150"),
     "offset": (
@@ -62,6 +64,14 @@ def test_read_dataset_names_file_row_and_column(tmp_path: Path, name: str) -> No
     assert text.startswith(f"{path}: ")
     assert message in text
     assert "\n" not in text
+
+
+def test_unused_columns_may_be_unnamed_or_repeated(tmp_path: Path) -> None:
+    """R's write.csv row names and a repeated note column, neither of them used."""
+    path = tmp_path / "export.csv"
+    path.write_bytes(b'"","x","y","note","note"\n"1",0.5,1.2,a,b\n"2",0.7,1.9,c,d\n')
+    data = read_dataset(path, k=2, columns=["x", "y"])
+    assert data.columns == ("x", "y") and data.y.tolist() == [[0.5, 1.2], [0.7, 1.9]]
 
 
 def test_read_dataset_missing_file_and_directory(tmp_path: Path) -> None:

@@ -198,12 +198,15 @@ _NOT_CSV = {
 }
 
 
-def _read_table(path: Path, *, header: bool = True) -> tuple[list[str], list[int], list[list[str]]]:
+def _read_table(
+    path: Path, *, header: bool = True, used: Sequence[str] | None = None
+) -> tuple[list[str], list[int], list[list[str]]]:
     """Header, file line numbers and cells of a CSV file; blank lines are skipped.
 
     Every data row must have as many fields as the header, so that no cell is silently
     filled in or dropped. Without a `header` row the columns are named x1..xD. A header row of
-    numbers only is refused: it is the file's first observation, not column names.
+    numbers only is refused: it is the file's first observation, not column names. Column names
+    must be given and distinct among the `used` columns (default: all of them).
     """
     try:
         raw = path.read_bytes()
@@ -239,9 +242,20 @@ def _read_table(path: Path, *, header: bool = True) -> tuple[list[str], list[int
                 f"{path}: row {lines[0]}: one column {names[0]!r}; the file seems to be separated "
                 f"by {word}, not commas: save it comma-separated"
             )
+    if len(names) == 1 and names[0].startswith("#") and len(rows) > 1 and len(rows[1]) > 1:
+        raise DataError(
+            f"{path}: row {lines[0]}: {rows[0][0]!r} looks like a comment line; remove it, so "
+            "that the first row names the columns"
+        )
     for j, name in enumerate(names):
+        if used and name not in used:
+            continue
         if not name:
-            raise DataError(f"{path}: row {lines[0]}, column {j + 1}: empty column name")
+            raise DataError(
+                f"{path}: row {lines[0]}, column {j + 1}: empty column name (a row-name column, "
+                "as R's write.csv and pandas' to_csv write? name the columns to use with "
+                "'file: {columns: [...]}', or save the file without row names)"
+            )
         if name in names[:j]:
             raise DataError(f"{path}: row {lines[0]}: column name {name!r} appears twice")
     if all(_is_number(name) for name in names):
@@ -345,7 +359,7 @@ def read_dataset(
             raise DataError(f"{path}: 'header: false' is for CSV files; Parquet names its columns")
         names, lines, rows = _read_parquet(path)
     else:
-        names, lines, rows = _read_table(path, header=header)
+        names, lines, rows = _read_table(path, header=header, used=columns)
     if columns:
         missing = [c for c in columns if c not in names]
         if missing:

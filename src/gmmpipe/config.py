@@ -62,7 +62,7 @@ def _schema_error_message(error: jsonschema.ValidationError) -> str:
     if error.validator == "oneOf" and isinstance(error.instance, dict):
         return f"config: '{where}' must have exactly one of 'simulate' or 'file'"
     if error.validator == "type":
-        hint = _type_hint(error.instance)
+        hint = _type_hint(error.instance, set(_types(error.validator_value)))
         if hint:
             return (
                 f"config: '{where}' = {error.instance!r}: must be of type "
@@ -71,8 +71,10 @@ def _schema_error_message(error: jsonschema.ValidationError) -> str:
     return f"config: '{where}' = {error.instance!r}: {error.message}"
 
 
-def _type_hint(value: Any) -> str:
-    """How to write a number the schema refused for its type, or ''."""
+def _type_hint(value: Any, expected: set[str]) -> str:
+    """How to write a number that the schema refused for its type (`expected`), or ''."""
+    if not expected & {"integer", "number"}:
+        return ""
     exponent = "write whole numbers without an exponent (e.g. 10000, not 1e4)"
     if isinstance(value, float) and value.is_integer():  # 1e4 from --config, or 100.0
         return exponent.replace("an exponent", "an exponent or a decimal point")

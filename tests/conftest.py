@@ -9,20 +9,10 @@ from pathlib import Path
 import pytest
 import slurm_cluster
 
-from gmmpipe.cmdstan import find_cmdstan
-from gmmpipe.errors import CmdStanNotFoundError
+from gmmpipe.cmdstan import cmdstan_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def _cmdstan_missing() -> str | None:
-    """Why CmdStan cannot be used (find_cmdstan's message), or None."""
-    try:
-        find_cmdstan()
-    except CmdStanNotFoundError as err:
-        return str(err)
-    return None
 
 
 def _slurm_missing() -> str | None:
@@ -32,7 +22,7 @@ def _slurm_missing() -> str | None:
 
 #: Per marker: why its tests cannot run here, or None when they can.
 _REQUIREMENTS = {
-    "cmdstan": _cmdstan_missing,
+    "cmdstan": cmdstan_missing,
     "browser": lambda: (
         None
         if shutil.which("chromium")

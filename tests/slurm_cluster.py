@@ -55,11 +55,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def available() -> bool:
-    """True when :func:`unavailable_reason` finds nothing in the way."""
-    return unavailable_reason() is None
-
-
 def _missing_binaries() -> list[str]:
     return [name for name in BINARIES if _which(name) is None]
 

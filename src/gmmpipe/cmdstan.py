@@ -50,13 +50,13 @@ def find_cmdstan() -> Path:
     return path
 
 
-def cmdstan_available() -> bool:
-    """True when :func:`find_cmdstan` finds an installation."""
+def cmdstan_missing() -> str | None:
+    """Why :func:`find_cmdstan` finds no installation (its message), or None when it finds one."""
     try:
         find_cmdstan()
-    except CmdStanNotFoundError:
-        return False
-    return True
+    except CmdStanNotFoundError as err:
+        return str(err)
+    return None
 
 
 def cmdstan_version(path: Path) -> str:

@@ -285,6 +285,16 @@ def test_exponent_numbers_that_yaml_reads_as_strings_are_numbers(data_dir: Path)
             "an exponent (e.g. 10000, not 1e4)",
         ),
         ("vi: {algorithm: advi, variational: 1e4}", "'methods.vi.variational' = '1e4'"),
+        (
+            "vi:\n  algorithm: advi\n  iter: 1,000",
+            "'methods.vi.iter' = '1,000': must be of type 'integer'; write numbers without "
+            "thousands separators (e.g. 10000 or 10_000, not 10,000)",
+        ),
+        (  # YAML reads {iter: 1,000} as {iter: 1, 0: null}
+            "vi: {algorithm: advi, iter: 1,000}",
+            "unknown key under 'methods.vi': Additional properties are not allowed (0 was "
+            "unexpected); a comma inside a number in {...} starts a new key: write 1000",
+        ),
         (  # what `--config` gives for a nested number
             "vi: {algorithm: advi, iter: '100'}",
             "'methods.vi.iter' = '100': must be of type 'integer'; a number in quotes is text",

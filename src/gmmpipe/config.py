@@ -56,7 +56,11 @@ def _schema_error_message(error: jsonschema.ValidationError) -> str:
     """Turn the most specific schema error into one line naming the key and the value."""
     where = _key(error.absolute_path)
     if error.validator == "additionalProperties":
-        return f"config: unknown key under '{where}': {error.message}"
+        message = f"config: unknown key under '{where}': {error.message}"
+        if any(isinstance(k, int) and v is None for k, v in error.instance.items()):
+            # YAML reads {iter: 1,000} as {iter: 1, 0: null}
+            message += "; a comma inside a number in {...} starts a new key: write 1000"
+        return message
     if error.validator == "required":
         return f"config: '{where}' is missing a required key: {error.message}"
     if error.validator == "oneOf" and isinstance(error.instance, dict):
@@ -85,6 +89,8 @@ def _type_hint(value: Any, expected: set[str]) -> str:
     try:
         float(value)
     except ValueError:
+        if _SEPARATED_NUMBER.match(value.strip()):
+            return "write numbers without thousands separators (e.g. 10000 or 10_000, not 10,000)"
         return ""
     return (
         "a number in quotes is text: write it without quotes (`--config` passes the values "
@@ -176,6 +182,7 @@ def _merge_sbc_model(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
 # A number in exponent notation: YAML 1.1 (PyYAML, hence Snakemake) reads 1e-4 or 1.0e5 as a
 # string, since its floats need a dot and a signed exponent.
 _EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_SEPARATED_NUMBER = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")
 
 
 def _coerce_numbers(config: dict[str, Any], validator: Any) -> None:

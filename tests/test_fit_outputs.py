@@ -117,6 +117,24 @@ def test_summary_keeps_the_digits_of_small_scales(fixtures):
         np.testing.assert_allclose(small.loc[mu, column], plain.loc[mu, column] * 1e-4, rtol=1e-9)
 
 
+def test_summary_of_a_single_chain_has_the_gates_r_hat(fixtures):
+    """``chains: 1``: summary.csv's R-hat is that of the chain's halves, as in the gate."""
+    draws = relabel(read_draws(_case(fixtures, "nuts")[0], "nuts", k=2, d=2))
+    one = replace(
+        draws,
+        mu=draws.mu[:1],
+        theta=draws.theta[:1],
+        stats={name: value[:1] for name, value in draws.stats.items()},
+    )
+    table = summarize_fit(to_inference_data(one, attrs={}), "nuts")
+    (gate,) = [
+        c for c in check("nuts", one, "", THRESHOLDS, SPEC)["checks"] if c["name"] == "r_hat_max"
+    ]
+    rhat = table.filter(regex=r"^(mu|theta)\[", axis=0)["r_hat"]
+    assert rhat.notna().all() and rhat.min() > 0.99
+    assert rhat.max() == pytest.approx(gate["value"], rel=1e-12)
+
+
 def test_unrelabelled_chains_fail_the_gate(fixtures):
     csvs, console = _case(fixtures, "nuts")
     report = check("nuts", read_draws(csvs, "nuts", k=2, d=2), console, THRESHOLDS, SPEC)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gmmpipe.draws import Draws
+from gmmpipe.draws import Draws, chains_or_halves
 from gmmpipe.vi import advi_converged, pareto_khat
 
 with warnings.catch_warnings():
@@ -120,7 +120,7 @@ def nuts_checks(draws: Draws, thresholds: Mapping[str, Any], max_treedepth: int)
     R-hat needs two chains: a single chain's is that of its two halves (rank-normalized split
     R-hat, as for several chains, so it still flags a chain that drifts)."""
     posterior = _free_parameters(draws)
-    halves = {name: _halves(value) for name, value in posterior.items()}
+    halves = {name: chains_or_halves(value) for name, value in posterior.items()}
     rhat = max(float(np.nanmax(az.rhat(v).to_array())) for v in _datasets(halves))
     ess_bulk = min(
         float(np.nanmin(az.ess(v, method="bulk").to_array())) for v in _datasets(posterior)
@@ -172,14 +172,6 @@ def _free_parameters(draws: Draws) -> dict[str, np.ndarray]:
         if posterior["Omega"].shape[-1] == 0:
             del posterior["Omega"]
     return posterior
-
-
-def _halves(value: np.ndarray) -> np.ndarray:
-    """(chain, draw, ...) draws as they are, or a single chain as two half-length chains."""
-    if value.shape[0] > 1:
-        return value
-    half = value.shape[1] // 2
-    return np.stack([value[0, :half], value[0, half : 2 * half]])
 
 
 def _datasets(posterior: Mapping[str, np.ndarray]) -> list[Any]:

@@ -25,6 +25,16 @@ from gmmpipe.relabel import (
 #: 10 000 to 0.1, coarser than its posterior sd on such data.
 SIG_FIGS = 18
 
+
+def chains_or_halves(value: np.ndarray) -> np.ndarray:
+    """(chain, draw, ...) draws as they are, or a single chain as two half-length chains: what
+    R-hat needs, since it compares chains."""
+    if value.shape[0] > 1:
+        return value
+    half = value.shape[1] // 2
+    return np.stack([value[0, :half], value[0, half : 2 * half]])
+
+
 SAMPLE_STATS = {  # CmdStan column -> ArviZ name
     "lp__": "lp",
     "accept_stat__": "acceptance_rate",

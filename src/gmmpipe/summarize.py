@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from gmmpipe.draws import chains_or_halves
 from gmmpipe.io import atomic_path, read_json, write_text
 from gmmpipe.relabel import component_features, match_to_reference
 
@@ -35,12 +36,15 @@ SUMMARY_COLUMNS = [
 
 
 def summarize_fit(idata: az.InferenceData, algorithm: str) -> pd.DataFrame:
-    """One row per parameter: mean, sd, HDI, MCSE, ESS bulk/tail and R-hat (NaN where undefined),
-    unrounded: ArviZ's default rounding to decimals shows 0 for data on the scale of 1e-4."""
+    """One row per parameter: mean, sd, HDI, MCSE, ESS bulk/tail and R-hat (NaN where undefined;
+    a single chain's is that of its two halves, as in the gate), unrounded: ArviZ's default
+    rounding to decimals shows 0 for data on the scale of 1e-4."""
     n_draws = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
     if n_draws > 1:
         kind = "all" if algorithm == "nuts" else "stats"
         table = az.summary(idata, kind=kind, hdi_prob=HDI_PROB, round_to="none")
+        if algorithm == "nuts" and idata.posterior.sizes["chain"] == 1:
+            table["r_hat"] = _halves_rhat(idata.posterior)
     else:
         flat = {name: np.ravel(var.values) for name, var in idata.posterior.data_vars.items()}
         index = [
@@ -49,6 +53,15 @@ def summarize_fit(idata: az.InferenceData, algorithm: str) -> pd.DataFrame:
         table = pd.DataFrame({"mean": np.concatenate(list(flat.values()))}, index=index)
     table.index.name = "parameter"
     return table.reindex(columns=SUMMARY_COLUMNS)
+
+
+def _halves_rhat(posterior: xr.Dataset) -> pd.Series:
+    """R-hat of every parameter of a single chain, from its two halves."""
+    halves = xr.Dataset(
+        {name: (var.dims, chains_or_halves(var.values)) for name, var in posterior.items()},
+        coords={d: posterior.coords[d] for d in posterior.coords if d not in ("chain", "draw")},
+    )
+    return az.summary(halves, kind="diagnostics", round_to="none")["r_hat"]
 
 
 def _flat_names(name: str, var) -> list[str]:  # type: ignore[no-untyped-def]

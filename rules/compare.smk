@@ -39,7 +39,7 @@ rule compare:
     benchmark:
         "results/benchmarks/compare/{dataset}.tsv"
     conda:
-        "../envs/compare.yaml"
+        "../envs/cmdstan.yaml"
     threads: lambda wildcards: method_threads(config["methods"][COMPARE_METHOD])
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,

@@ -36,7 +36,7 @@ rule sbc_batch:
     group:
         "sbc"
     conda:
-        "../envs/sbc.yaml"
+        "../envs/cmdstan.yaml"
     threads: lambda wildcards: method_threads(SBC_METHODS[wildcards.method])
     resources:
         mem_mb=1000,
@@ -76,7 +76,7 @@ rule sbc_method:
         method=_alternation(SBC_METHODS),
     localrule: True
     conda:
-        "../envs/sbc.yaml"
+        "../envs/tables.yaml"
     params:
         sbc=config["sbc"],
     script:
@@ -96,6 +96,6 @@ rule sbc:
         "logs/sbc/summary.log",
     localrule: True
     conda:
-        "../envs/sbc.yaml"
+        "../envs/tables.yaml"
     script:
         "../scripts/sbc_summary.py"

@@ -186,11 +186,25 @@ def test_rule_env_covers_what_its_script_imports(rule):
     assert not missing, f"{env.name} lacks {sorted(missing)} for {script.name}"
 
 
-@pytest.mark.parametrize("env", ["cmdstan.yaml", "sbc.yaml"])
-def test_cmdstan_comes_from_conda_forge_for_compile_and_fits(env):
-    assert "cmdstan=2.35" in _conda_env(ROOT / "envs" / env)["dependencies"]
+def test_one_cmdstan_env_builds_and_runs_the_executable():
+    """The rules that build or run results/model/gmm (compile, the fits through `fit_inputs`,
+    compare's refits, SBC's batches) share envs/cmdstan.yaml, so the executable runs against
+    the CmdStan (and TBB library) that built it; no other env has CmdStan."""
+    runs_exe = {
+        name
+        for _, name, body in rule_blocks()
+        if "results/model/gmm" in body or "fit_inputs" in body
+    }
+    assert {"compile", "optimize", "compare", "sbc_batch"} <= runs_exe
     rules = {name: e.name for name, (e, _) in rule_envs().items()}
-    assert rules["compile"] == rules["optimize"] == "cmdstan.yaml"  # one CmdStan for both
+    assert {rules[name] for name in runs_exe} == {"cmdstan.yaml"}
+    with_cmdstan = {
+        env.name
+        for env in (ROOT / "envs").glob("*.yaml")
+        if any(d.startswith("cmdstan=") for d in _conda_env(env)["dependencies"])
+    }
+    assert with_cmdstan == {"cmdstan.yaml"}
+    assert "cmdstan=2.35" in _conda_env(ROOT / "envs" / "cmdstan.yaml")["dependencies"]
 
 
 @pytest.mark.workflow

@@ -13,12 +13,13 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
+from gmmpipe.arrays import covariances
 from gmmpipe.cmdstan import load_model
 from gmmpipe.data import simulate_mixture, stan_data
 from gmmpipe.fit import fit_dataset
 from gmmpipe.layout import fit_paths
 from gmmpipe.relabel import match_to_reference
-from gmmpipe.sbc import covariances, method_verdicts, run_sbc, summarize
+from gmmpipe.sbc import method_verdicts, run_sbc, summarize
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)

@@ -12,7 +12,8 @@ from fixtures.report.fake_fits import write_fake_dataset
 from scipy.special import softmax
 from scipy.stats import multivariate_normal
 
-from gmmpipe import loo, membership
+from gmmpipe import membership
+from gmmpipe.arrays import flat_params
 from gmmpipe.data import Dataset, read_dataset, write_dataset
 from gmmpipe.draws import Draws
 from gmmpipe.fit import to_inference_data
@@ -137,5 +138,5 @@ def test_loo_reads_the_fit_parameters(tmp_path):
     fake = write_fake_dataset(tmp_path / "d", k=2, n=50, methods={"nuts": "nuts"})
     import arviz as az
 
-    params = loo.flat_params(az.from_netcdf(fake["posteriors"]["nuts"]).posterior)
+    params = flat_params(az.from_netcdf(fake["posteriors"]["nuts"]).posterior)
     assert params["mu"].shape == (400, 2, 2) and params["theta"].shape == (400, 2)

@@ -67,6 +67,19 @@ def test_other_shapes_degrade_gracefully(tmp_path, k, d, name):
     _assert_non_blank(_render(tmp_path, name, fake, posteriors, dpi=50))
 
 
+@pytest.mark.parametrize("name", FIGURES)
+def test_one_component_draws_every_figure(tmp_path, name):
+    """K = 1 (the first of ``K: [1, 2, 3]``): theta is the constant 1, and no figure fails."""
+    methods = {"map": "optimize", "nuts": "nuts", "mf": "advi"}
+    fake = write_fake_dataset(tmp_path, k=1, d=2, n=120, methods=methods)
+    posteriors = fake["posteriors"]
+    if name in ("trace", "rank"):
+        posteriors = {"nuts": posteriors["nuts"]}
+    elif name == "data":
+        posteriors = {}
+    _assert_non_blank(_render(tmp_path, name, fake, posteriors, dpi=50))
+
+
 def test_large_data_is_a_hexbin_density():
     y = np.random.default_rng(0).standard_normal((20_000, 2))
     fig, (small, large) = plt.subplots(1, 2)

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from gmmpipe.arrays import covariances
 from gmmpipe.errors import ConfigError
 from gmmpipe.sbc import (
     LOG_LIK,
     canonical_order,
-    covariances,
     draw_prior,
     flatten,
     lkj_corr_cholesky,

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from cmdstanpy import write_stan_json
 
+from gmmpipe.arrays import flat_params
 from gmmpipe.cmdstan import load_model
 from gmmpipe.config import derived_seed, with_k
 from gmmpipe.data import Dataset, load_dataset, stan_data
@@ -24,7 +25,6 @@ from gmmpipe.loo import (
     Params,
     Refit,
     compare_k,
-    flat_params,
     khat_table,
     loo_over_k,
     suggestion_text,
@@ -67,7 +67,7 @@ def cmdstan_refit(
         run_seed = derived_seed(seed, "refit", *(str(i) for i in exclude[:20]), str(len(exclude)))
         run_cmdstan(model, str(data_file), method_spec, run_seed, out, inits)
         draws = read_draws(sorted(out.glob("*.csv")), method_spec["algorithm"], k, d)
-        return {n: v.reshape(-1, *v.shape[2:]) for n, v in draws.components().items()}
+        return flat_params(draws.components())
 
     return refit
 

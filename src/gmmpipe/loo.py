@@ -31,6 +31,8 @@ import pandas as pd
 import xarray as xr
 from scipy.special import logsumexp
 
+from gmmpipe.arrays import thin
+
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
 def _arviz() -> Any:
     """ArviZ, imported when first needed: it loads matplotlib and scipy.stats, which the
-    membership job (log_joint, flat_params, thin) does without."""
+    membership job (log_joint) does without."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         import arviz
@@ -72,18 +74,20 @@ def log_joint(y: np.ndarray, params: Params) -> np.ndarray:
     diff = y[None, :, None, :] - mu[:, None, :, :]  # (S, n, K, D)
     log_det = np.zeros(theta.shape)  # log |Sigma_k|^(1/2)
     sigma, omega = params.get("sigma"), params.get("Omega")
-    if sigma is not None and omega is not None:
-        chol = sigma[..., :, None] * np.linalg.cholesky(omega)  # L_Sigma = diag(sigma) L_Omega
-        inv = np.linalg.inv(chol)  # (S, K, D, D)
-        diff = np.einsum("skij,snkj->snki", inv, diff)
-        log_det = np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
-    elif sigma is not None:
-        diff = diff / sigma[:, None, :, :]
-        log_det = np.log(sigma).sum(axis=-1)
-    quad = np.einsum("snkd,snkd->snk", diff, diff)
-    with np.errstate(divide="ignore"):
-        log_theta = np.log(theta)
-    return (log_theta - log_det)[:, None, :] - 0.5 * quad - 0.5 * d * np.log(2 * np.pi)
+    # L_Sigma = diag(sigma) L_Omega: scaled first, so that a draw whose scales overflowed (a
+    # stuck chain) gets -inf rather than breaking the factorization
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if sigma is not None:
+            diff = diff / sigma[:, None, :, :]
+            log_det = log_det + np.log(sigma).sum(axis=-1)
+        if omega is not None:
+            chol = np.linalg.cholesky(omega)
+            diff = np.einsum("skij,snkj->snki", np.linalg.inv(chol), diff)
+            log_det = log_det + np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
+        quad = np.einsum("snkd,snkd->snk", diff, diff)
+        log_theta = np.log(theta)  # a weight of 0 contributes nothing
+        joint = (log_theta - log_det)[:, None, :] - 0.5 * quad - 0.5 * d * np.log(2 * np.pi)
+    return np.where(np.isnan(joint), -np.inf, joint)
 
 
 def log_lik_chunks(
@@ -194,13 +198,6 @@ class FitLoo:
     approx: np.ndarray | None = None  # the subsampling surrogate of every point
     refitted: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def thin(params: Params, max_draws: int) -> dict[str, np.ndarray]:
-    """Evenly thinned draws (S, ...) of every parameter, at most `max_draws` of them."""
-    s = params["theta"].shape[0]
-    keep = np.unique(np.linspace(0, s - 1, min(s, max_draws)).round().astype(int))
-    return {name: np.asarray(value)[keep] for name, value in params.items()}
 
 
 def psis_loo(
@@ -532,16 +529,6 @@ def khat_table(results: Mapping[int, FitLoo]) -> pd.DataFrame:
         ],
         ignore_index=True,
     )
-
-
-def flat_params(posterior: Any) -> dict[str, np.ndarray]:
-    """The component parameters of an InferenceData posterior, flattened over chains."""
-    out = {}
-    for name in ("mu", "theta", "sigma", "Omega"):
-        if name in posterior:
-            value = posterior[name].values
-            out[name] = value.reshape(-1, *value.shape[2:])
-    return out
 
 
 def suggestion_text(evidence: Mapping[str, Any], ks: Sequence[int]) -> str:

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gmmpipe.loo import Params, flat_params, log_joint, thin
+from gmmpipe.arrays import flat_params, thin
+from gmmpipe.loo import Params, log_joint
 
 logger = logging.getLogger(__name__)
 

@@ -22,6 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 from scipy import stats
 
+from gmmpipe.arrays import covariances, flat_params, thin
+
 logger = logging.getLogger(__name__)
 
 _PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
@@ -31,21 +33,8 @@ MAX_PAIRS_D = 6
 def posterior_arrays(posterior: Any) -> dict[str, np.ndarray]:
     """mu (S, K, D), theta (S, K) and Sigma (S, K, D, D) from an InferenceData posterior
     (or any mapping of arrays with leading chain and draw axes)."""
-    get = {
-        name: np.asarray(posterior[name])
-        for name in ("mu", "theta", "sigma", "Omega")
-        if name in posterior
-    }
-    mu = get["mu"].reshape(-1, *get["mu"].shape[2:])
-    theta = get["theta"].reshape(-1, get["theta"].shape[-1])
-    s, k, d = mu.shape
-    if "sigma" in get:
-        sigma = get["sigma"].reshape(s, k, d)
-        omega = get["Omega"].reshape(s, k, d, d) if "Omega" in get else np.eye(d)
-        cov = sigma[..., :, None] * omega * sigma[..., None, :]
-    else:
-        cov = np.broadcast_to(np.eye(d), (s, k, d, d))
-    return {"mu": mu, "theta": theta, "Sigma": np.asarray(cov)}
+    params = flat_params(posterior)
+    return {"mu": params["mu"], "theta": params["theta"], "Sigma": covariances(params)}
 
 
 def marginal_densities(grid: np.ndarray, arrays: Mapping[str, np.ndarray], j: int) -> np.ndarray:
@@ -53,12 +42,6 @@ def marginal_densities(grid: np.ndarray, arrays: Mapping[str, np.ndarray], j: in
     mu, theta, cov = arrays["mu"][:, :, j], arrays["theta"], arrays["Sigma"][:, :, j, j]
     dens = stats.norm.pdf(grid[None, None, :], mu[..., None], np.sqrt(cov)[..., None])
     return (theta[..., None] * dens).sum(axis=1)
-
-
-def _thin(arrays: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    s = len(arrays["mu"])
-    index = np.linspace(0, s - 1, min(n, s)).round().astype(int)
-    return {name: value[index] for name, value in arrays.items()}
 
 
 def _ellipse(ax: Any, mean: np.ndarray, cov: np.ndarray, color: str) -> None:
@@ -77,7 +60,7 @@ def plot_fitted_density(
     max_points: int = 3000,
 ) -> Figure:
     """The data with the fitted mixture (see the module docstring); returns the Figure."""
-    arrays = _thin(posterior_arrays(posterior), max_draws)
+    arrays = thin(posterior_arrays(posterior), max_draws)
     mean = {name: value.mean(axis=0) for name, value in arrays.items()}
     k, d = mean["mu"].shape
     colors = [_PALETTE[i % len(_PALETTE)] for i in range(k)]

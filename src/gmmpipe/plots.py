@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import stats
 
+from gmmpipe.arrays import even_index, flat_params
 from gmmpipe.data import coordinate_names, load_dataset
 from gmmpipe.io import atomic_path, read_json
 from gmmpipe.mixture_plots import plot_fitted_density
@@ -110,15 +111,13 @@ def draw_data(ax: Axes, y: np.ndarray, *, max_points: int = 5000) -> None:
 
 
 def _draws(fit: MethodFit, var: str) -> np.ndarray:
-    """All draws of `var` stacked over chains: (S, K, ...)."""
-    values = fit.posterior[var].values
-    return values.reshape(-1, *values.shape[2:])
+    """All draws of `var` (mu or theta) stacked over chains: (S, K, ...)."""
+    return flat_params(fit.posterior)[var]
 
 
 def _thin(values: np.ndarray, n: int = MAX_DRAWS_SHOWN) -> np.ndarray:
     """At most `n` evenly spaced draws."""
-    step = max(1, len(values) // n)
-    return values[::step][:n]
+    return values[even_index(len(values), n)]
 
 
 def _ellipse(ax: Axes, mean: np.ndarray, cov: np.ndarray, color: str, **kwargs: Any) -> None:
@@ -632,16 +631,22 @@ def _scalar_parameters(fit: MethodFit) -> list[tuple[str, tuple[Any, ...], int]]
     for i, comp in enumerate(post["component"].values):
         for j, dim in enumerate(dims):
             out.append((f"mu[{comp}, {dim}]", ("mu", i, j), int(comp)))
-    for i, comp in enumerate(post["component"].values):
-        out.append((f"theta[{comp}]", ("theta", i), int(comp)))
+    if post.sizes["component"] > 1:  # K = 1: theta is the constant 1
+        for i, comp in enumerate(post["component"].values):
+            out.append((f"theta[{comp}]", ("theta", i), int(comp)))
     return out
+
+
+def _varied(fit: MethodFit) -> list[str]:
+    """The variables of the trace and rank plots: mu and theta, mu only when K = 1."""
+    return ["mu", "theta"] if fit.posterior.sizes["component"] > 1 else ["mu"]
 
 
 def plot_nuts_trace(fit: MethodFit) -> Figure:
     """ArviZ trace plot of the NUTS draws, one row per parameter element (colours: chains)."""
     with az.rc_context({"plot.max_subplots": 200}):
         axes = az.plot_trace(
-            az.InferenceData(posterior=fit.posterior), var_names=["mu", "theta"], compact=False
+            az.InferenceData(posterior=fit.posterior), var_names=_varied(fit), compact=False
         )
     fig = np.ravel(axes)[0].figure
     fig.suptitle(f"{method_label(fit)}: trace (colours are chains)", y=1.0)
@@ -652,7 +657,7 @@ def plot_nuts_trace(fit: MethodFit) -> Figure:
 def plot_nuts_rank(fit: MethodFit) -> Figure:
     """ArviZ rank plots of the NUTS draws (uniform ranks across chains mean good mixing)."""
     with az.rc_context({"plot.max_subplots": 200}):
-        axes = az.plot_rank(az.InferenceData(posterior=fit.posterior), var_names=["mu", "theta"])
+        axes = az.plot_rank(az.InferenceData(posterior=fit.posterior), var_names=_varied(fit))
     fig = np.ravel(axes)[0].figure
     fig.suptitle(f"{method_label(fit)}: rank plots per chain", y=1.0)
     fig.tight_layout()

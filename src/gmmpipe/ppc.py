@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
+from gmmpipe.arrays import thin
+
 MAX_DRAWS = 200
 MAX_ROWS = 5000
 MAX_SUMMARY_ROWS = 20_000
@@ -49,8 +51,7 @@ def thinned(posterior: Mapping[str, np.ndarray], n: int = MAX_DRAWS) -> dict[str
     theta = np.asarray(posterior["theta"]).reshape(len(mu), -1)
     sigma = posterior.get("sigma")
     sigma = np.ones_like(mu) if sigma is None else np.asarray(sigma).reshape(mu.shape)
-    keep = np.unique(np.linspace(0, len(mu) - 1, min(n, len(mu))).round().astype(int))
-    return {"mu": mu[keep], "theta": theta[keep], "sigma": sigma[keep]}
+    return thin({"mu": mu, "theta": theta, "sigma": sigma}, n)
 
 
 def replicate(draws: Mapping[str, np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:

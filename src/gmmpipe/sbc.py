@@ -36,11 +36,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import stats
 
+from gmmpipe.arrays import covariances, even_index, flat_params
 from gmmpipe.config import derived_seed
 from gmmpipe.data import Dataset, stan_data
 from gmmpipe.io import atomic_path
+from gmmpipe.loo import log_lik
 from gmmpipe.priors import fixed_values
 
 logger = logging.getLogger(__name__)
@@ -108,43 +110,10 @@ def draw_prior(rng: np.random.Generator, model: Mapping[str, Any], d: int) -> di
     return params
 
 
-def covariances(params: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Sigma_k (..., K, D, D) of one parameter draw (K, D) or of draws (..., K, D)."""
-    mu = params["mu"]
-    identity = np.broadcast_to(np.eye(mu.shape[-1]), (*mu.shape, mu.shape[-1]))
-    if "sigma" not in params:
-        return identity
-    omega = params.get("Omega", identity)
-    sigma = params["sigma"]
-    return sigma[..., :, None] * omega * sigma[..., None, :]
-
-
 def log_likelihood(y: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
-    """log p(y | draw) = sum_n log sum_k theta_k N(y_n | mu_k, Sigma_k) of each draw.
-
-    `y` is (N, D); `params` hold S draws (draw axis first: mu (S, K, D), theta (S, K), and
-    sigma, Omega for diagonal and full covariances). Returns (S,). Sigma_k = diag(sigma_k)
-    Omega_k diag(sigma_k) is factored as diag(sigma_k) chol(Omega_k), so a draw whose scales
-    overflowed (a stuck chain) gets log-likelihood -inf instead of breaking the factorization.
-    """
-    mu = params["mu"]
-    d = mu.shape[-1]
-    residual = np.asarray(y, dtype=float)[None, None] - mu[:, :, None, :]  # (S, K, N, D)
-    log_det = np.zeros(mu.shape[:-1])  # (S, K): log |Sigma_k|^(1/2)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if "sigma" in params:
-            residual = residual / params["sigma"][:, :, None, :]
-            log_det = log_det + np.log(params["sigma"]).sum(axis=-1)
-        if "Omega" in params:
-            chol = np.linalg.cholesky(params["Omega"])
-            residual = np.einsum("skij,sknj->skni", np.linalg.inv(chol), residual)
-            log_det = log_det + np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
-        log_normal = (
-            -0.5 * (residual**2).sum(axis=-1) - (log_det + 0.5 * d * np.log(2 * np.pi))[..., None]
-        )
-        log_normal = np.where(np.isnan(log_normal), -np.inf, log_normal)
-        log_theta = np.log(params["theta"])[..., None]  # a weight of 0 contributes nothing
-        return special.logsumexp(log_theta + log_normal, axis=1).sum(axis=-1)
+    """log p(y | draw) = sum_n log sum_k theta_k N(y_n | mu_k, Sigma_k) of each of S draws
+    (draw axis first), (S,); -inf for a draw whose scales overflowed (a stuck chain)."""
+    return log_lik(np.asarray(y, dtype=float), params).sum(axis=1)
 
 
 def simulate_data(rng: np.random.Generator, params: Mapping[str, np.ndarray], n: int) -> Dataset:
@@ -181,13 +150,6 @@ def flatten(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def thin(n_draws: int, kept: int) -> np.ndarray:
-    """Indices of `kept` draws spread evenly over `n_draws` (all of them if fewer)."""
-    if n_draws <= kept:
-        return np.arange(n_draws)
-    return np.linspace(0, n_draws - 1, kept).round().astype(int)
-
-
 def ranked_quantities(
     params: Mapping[str, np.ndarray], y: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
@@ -214,7 +176,7 @@ def ranks(
     """
     prior_q = ranked_quantities({n: v[None] for n, v in prior.items()}, y)
     some = next(iter(posterior.values()))
-    post_q = ranked_quantities({n: v[thin(len(some), kept)] for n, v in posterior.items()}, y)
+    post_q = ranked_quantities({n: v[even_index(len(some), kept)] for n, v in posterior.items()}, y)
     out = {}
     for name, value in prior_q.items():
         draws = post_q[name]
@@ -329,7 +291,7 @@ def _fit(
         inits = stan_inits(point, model_spec, y)
     run_cmdstan(model, str(data_file), spec, seed, out, inits)
     draws = read_draws(sorted(out.glob("*.csv")), spec["algorithm"], k, d)
-    return {n: v.reshape(-1, *v.shape[2:]) for n, v in draws.components().items()}
+    return flat_params(draws.components())
 
 
 def run_sbc(

@@ -54,6 +54,23 @@ def test_degenerate_components_are_flagged():
     assert not far["passed"] and far["detail"].startswith("component 3: mean")
 
 
+def test_non_finite_draws_fail_the_mode_component_and_predictive_checks():
+    """NaN compares false with every threshold: each check fails on it, as R-hat's does."""
+    rng = np.random.default_rng(7)
+    y = np.concatenate([rng.normal(0, 1, (200, 2)), rng.normal(5, 1, (200, 2))])
+    draws = _draws(rng)
+    draws.mu[1, 5, 0, 0] = np.nan
+    result = mode_check(draws, 1.0)
+    assert not result["passed"] and "chain 2: mu[1, 1] mean nan" in result["detail"]
+    light, far = component_checks(draws, y, THRESHOLDS)
+    assert light["passed"] and not far["passed"]
+    assert far["detail"].startswith("component 1: mean [") and "is nan data sd" in far["detail"]
+    draws.theta[0, 0] = np.nan
+    assert not component_checks(draws, y, THRESHOLDS)[0]["passed"]
+    failed = ppc_check({"ks_z": [0.5, np.nan], "ks_p": [0.4, np.nan], "draws": 100}, THRESHOLDS)
+    assert not failed["passed"] and failed["detail"].startswith("coordinate 2:")
+
+
 def _posterior(mu, sigma, theta, draws=100):
     rng = np.random.default_rng(3)
     mu = np.asarray(mu, dtype=float)

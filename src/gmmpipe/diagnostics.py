@@ -50,11 +50,13 @@ def mode_check(draws: Draws, threshold: float) -> dict[str, Any] | None:
     for name, values in quantities.items():
         means = values.mean(axis=1)
         within = float(np.sqrt(values.var(axis=1, ddof=1).mean()))
-        if not within > 0:
+        if within == 0:  # constant in every chain (theta when K = 1)
             continue
         for c in range(chains):
             others = float(np.median(np.delete(means, c)))
             shift = abs(means[c] - others) / within
+            if np.isnan(shift):  # non-finite draws: not a chain in one mode with the others
+                shift = np.inf
             if shift > worst[c]:
                 worst[c], worst_name[c] = shift, name
                 worst_text[c] = f"{name} mean {means[c]:.4g} vs {others:.4g} in the others"
@@ -76,14 +78,14 @@ def component_checks(draws: Draws, y: np.ndarray, thresholds: Mapping[str, Any])
     z = y / sd
     nearest = np.array([np.sqrt(((z - m / sd) ** 2).sum(axis=1).min()) for m in mu])
     few, far = thresholds["component_points_min"], thresholds["mean_distance_max"]
-    light = [
+    light = [  # `not >=`: a NaN (non-finite draws) fails too
         f"component {c + 1}: weight {theta[c]:.3g} ({points[c]:.3g} of {n} points)"
-        for c in np.flatnonzero(points < few)
+        for c in np.flatnonzero(~(points >= few))
     ]
     distant = [
         f"component {c + 1}: mean {np.array2string(mu[c], precision=4, separator=', ')} is "
         f"{nearest[c]:.3g} data sd from the nearest observation"
-        for c in np.flatnonzero(nearest > far)
+        for c in np.flatnonzero(~(nearest <= far))
     ]
     return [
         _check("component_points_min", points.min(), few, not light, "; ".join(light)),
@@ -99,7 +101,7 @@ def ppc_check(ppc: Mapping[str, Any], thresholds: Mapping[str, Any]) -> dict[str
     detail = "; ".join(
         f"coordinate {j + 1}: the data are {z[j]:.3g} sd farther from the model's marginal than "
         f"replicated data (p = {p[j]:.3g} over {ppc['draws']} draws)"
-        for j in np.flatnonzero(z > limit)
+        for j in np.flatnonzero(~(z <= limit))  # a NaN (non-finite draws) fails too
     )
     return _check("ppc_z_max", z.max(), limit, not detail, detail)
 

@@ -1,11 +1,16 @@
+import os
 import re
 import sys
 from pathlib import Path
 
-# The package ships with the workflow in src/. Snakemake passes its own sys.path on to every
-# script job (after the job's environment), so a per-rule conda env (envs/) needs only the
-# package's dependencies, and jobs run the code of this checkout.
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# The package ships with the workflow in src/, first on the controller's sys.path and on the
+# PYTHONPATH that every script job inherits (Snakemake also hands its sys.path to script jobs,
+# but after their own site-packages, where an installed gmmpipe of another checkout would
+# win). So a per-rule conda env (envs/) needs only the package's dependencies, and jobs run
+# the code of this checkout.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")])))
 
 try:
     from gmmpipe.config import (

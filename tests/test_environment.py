@@ -208,30 +208,41 @@ def test_one_cmdstan_env_builds_and_runs_the_executable():
 
 
 @pytest.mark.workflow
-def test_script_jobs_import_a_package_the_snakefile_put_on_sys_path(tmp_path):
-    """How a per-rule env gets gmmpipe: common.smk puts the workflow's src/ on sys.path, and
-    Snakemake hands its sys.path to every script job. Checked with a package that only the
-    Snakefile's sys.path entry can reach, and the line of common.smk that adds src/."""
+def test_script_jobs_import_the_checkouts_package_before_an_installed_one(tmp_path):
+    """How a per-rule env gets gmmpipe: common.smk puts the workflow's src/ first on sys.path
+    and on PYTHONPATH, which every script job inherits. Checked with a package that is also
+    installed (in the user site-packages, which a job's own sys.path lists before the
+    Snakefile's entries): the job imports the checkout's copy."""
     common = (ROOT / "rules" / "common.smk").read_text()
-    assert 'sys.path.insert(0, str(Path(workflow.basedir) / "src"))' in common
-    (tmp_path / "src" / "only_here").mkdir(parents=True)
-    (tmp_path / "src" / "only_here" / "__init__.py").write_text("WHERE = __file__\n")
+    lines = [
+        'SRC = str(Path(workflow.basedir) / "src")',
+        "sys.path.insert(0, SRC)",
+        "os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, "
+        '[SRC, os.getenv("PYTHONPATH")])))',
+    ]
+    assert all(line in common for line in lines)
+    for where in ("src", "user"):
+        user_site = tmp_path / "user" / "lib" / "python{}.{}".format(*sys.version_info[:2])
+        package = (tmp_path / "src" if where == "src" else user_site / "site-packages") / "pkg"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(f"WHERE = {where!r}\n")
     (tmp_path / "job.py").write_text(
-        "import only_here\nopen(snakemake.output[0], 'w').write(only_here.WHERE)\n"
+        "import pkg\nopen(snakemake.output[0], 'w').write(pkg.WHERE)\n"
     )
     (tmp_path / "Snakefile").write_text(
-        "import sys\nfrom pathlib import Path\n"
-        'sys.path.insert(0, str(Path(workflow.basedir) / "src"))\n'
-        'rule job:\n    output: "out.txt"\n    script: "job.py"\n'
+        "import os\nimport sys\nfrom pathlib import Path\n"
+        + "\n".join(lines)
+        + '\nrule job:\n    output: "out.txt"\n    script: "job.py"\n'
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONUSERBASE"] = str(tmp_path / "user")
     done = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "1", "-d", str(tmp_path / "run"),
          "-s", str(tmp_path / "Snakefile")],
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "run" / "out.txt").read_text().startswith(str(tmp_path / "src"))
+    assert (tmp_path / "run" / "out.txt").read_text() == "src"
 
 
 # --- The pip path's lock files -----------------------------------------------------------------

@@ -88,6 +88,7 @@ def test_provenance_record_and_page(tmp_path, root):
     )
     stan_hash = hashlib.sha256((root / "stan" / "gmm.stan").read_bytes()).hexdigest()
     assert record["stan_program"]["sha256"] == stan_hash
+    assert record["gmmpipe_path"] == str(root / "src" / "gmmpipe")  # this checkout's code
     header_hash = hashlib.sha256((root / "stan" / "user_header.hpp").read_bytes()).hexdigest()
     assert record["user_header"]["sha256"] == header_hash
     assert json.loads(out["json"].read_text())["diagnostics"]["failed_fits"] == ["d/pf"]
@@ -95,6 +96,7 @@ def test_provenance_record_and_page(tmp_path, root):
     for text in (
         "2.35.0",
         "stanc3",
+        str(root / "src" / "gmmpipe"),
         stan_hash,
         header_hash,
         "abc123",

@@ -137,6 +137,7 @@ def collect(
         "git": dict(git) or {"commit": "unknown (not a git checkout)"},
         "platform": {"system": platform.platform(), "machine": platform.machine()},
         "packages": package_versions(),
+        "gmmpipe_path": str(Path(__file__).resolve().parent),  # the code that ran, not pip's
         "config": json.loads(json.dumps(dict(config), default=str)),
         "fits": {
             name: {
@@ -179,6 +180,7 @@ def render_html(record: Mapping[str, Any]) -> str:
     source = pd.DataFrame(
         [
             ("git commit", git.get("commit", "?")),
+            ("gmmpipe imported from", record.get("gmmpipe_path", "?")),
             ("git branch", git.get("branch", "—")),
             ("uncommitted changes", "yes" if git.get("dirty") else "no"),
             ("Stan program", record["stan_program"]["path"]),

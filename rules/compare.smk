@@ -12,6 +12,7 @@ rule compare:
         data="results/data/{dataset}.csv",
         dataset="results/data/{dataset}.json",
         posteriors=compared_fits("posterior.nc"),
+        diagnostics=compared_fits("diagnostics.json"),
     output:
         table=f"{COMPARE}/loo.csv",
         khat=f"{COMPARE}/khat.csv",

@@ -12,6 +12,7 @@ with tempfile.TemporaryDirectory(prefix="gmmpipe-refits-") as workdir:
         data=snakemake.input.data,
         dataset_json=snakemake.input.dataset,
         posteriors=dict(zip(params["ks"], snakemake.input.posteriors, strict=True)),
+        diagnostics=dict(zip(params["ks"], snakemake.input.diagnostics, strict=True)),
         settings=params["settings"],
         outputs=dict(snakemake.output.items()),
         dataset=snakemake.wildcards.dataset,

@@ -114,6 +114,7 @@ def _sweep(tmp_path, gmm_exe, data, model, ks, method=NUTS):
     outputs = {n: tmp_path / f"compare.{n}" for n in names}
     evidence = compare.run_compare(
         data=data_csv, dataset_json=tmp_path / "truth.json", posteriors=posteriors,
+        diagnostics={k: p.with_name("diagnostics.json") for k, p in posteriors.items()},
         settings=COMPARE, outputs=outputs,
         dataset="test", method=method["algorithm"],
         refit_args={"exe_file": gmm_exe, "dataset_spec": {"model": model},
@@ -127,6 +128,7 @@ def test_well_separated_three_components_suggest_k3_with_high_ari(tmp_path, gmm_
     model = {"mu_sd": 5.0, "alpha": 1.0}
     evidence, table, data_csv, posteriors = _sweep(tmp_path, gmm_exe, data, model, [2, 3, 4])
     assert evidence["suggested_K"] == 3, table.to_string()
+    assert table.set_index("K").loc[3, "gate"] == "passed"
     assert table.loc[table["K"] == 2, "elpd_diff"].item() > 50  # K = 2 is far worse
     assert table["weight"].sum() == pytest.approx(1.0)
     assert set(table["estimate"]) <= {"psis", "psis+refits", "kfold-3"}

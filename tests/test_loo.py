@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import multivariate_normal
 
@@ -285,3 +286,35 @@ def test_chain_stacking_weights_the_chains_in_the_mode_that_predicts():
     assert sum(out["weights"][:2]) > 0.99, out["weights"]
     np.testing.assert_allclose(out["mu"], mu_true, atol=0.1)
     np.testing.assert_allclose(out["theta"], [0.5, 0.5])
+
+
+def test_the_compare_step_marks_the_k_whose_fit_failed_its_gate(tmp_path):
+    """loo.csv's gate column, suggestion.json's failed_K and its sentence name a K whose fit
+    failed its diagnostics (run_compare without refits, on fits written as the workflow does)."""
+    from fixtures.report.fake_fits import true_params, write_fake_dataset, write_fit
+
+    from gmmpipe.compare import run_compare
+
+    fake = write_fake_dataset(tmp_path / "data", k=2, n=150, methods={"nuts": "nuts"})
+    posteriors = {2: fake["posteriors"]["nuts"]}
+    posteriors[3] = write_fit(tmp_path / "K3", "nuts", *true_params(3, 2), passed=False)
+    outputs = {n: tmp_path / f"out.{n}" for n in ("table", "khat", "suggestion", "html", "figure")}
+    evidence = run_compare(
+        data=fake["data"],
+        dataset_json=fake["truth"],
+        posteriors=posteriors,
+        diagnostics={k: path.with_name("diagnostics.json") for k, path in posteriors.items()},
+        settings=SETTINGS,
+        outputs=outputs,
+        dataset="d",
+        method="nuts",
+    )
+    table = pd.read_csv(outputs["table"]).set_index("K")
+    assert table["gate"].to_dict() == {2: "passed", 3: "FAILED: r_hat_max"}
+    assert evidence["failed_K"] == [3]
+    assert evidence["text"].endswith(
+        "The nuts fit of K = 3 failed its diagnostics gate: its elpd may be wrong (see the "
+        "gate column)."
+    )
+    assert "FAILED: r_hat_max" in outputs["html"].read_text()
+    assert outputs["figure"].stat().st_size > 0

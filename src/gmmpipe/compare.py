@@ -20,7 +20,7 @@ from gmmpipe.data import Dataset, load_dataset, stan_data
 from gmmpipe.draws import read_draws
 from gmmpipe.fit import run_cmdstan
 from gmmpipe.inits import stan_inits
-from gmmpipe.io import atomic_path, write_json
+from gmmpipe.io import atomic_path, read_json, write_json
 from gmmpipe.loo import (
     Params,
     Refit,
@@ -111,6 +111,12 @@ def plot_loo(table: pd.DataFrame, khat: pd.DataFrame, *, title: str = "") -> Any
         zorder=5,
         label="suggested K",
     )
+    if "gate" in table:  # K whose fit failed its diagnostics gate
+        failed = table[table["gate"] != "passed"]
+        ax.scatter(
+            failed["K"], failed["elpd"], marker="x", s=90, color="#D55E00", zorder=6,
+            label="fit failed its diagnostics",
+        )  # fmt: skip
     ax.set_xlabel("K (components)")
     ax.set_ylabel("elpd (PSIS-LOO)")
     ax.set_xticks(table["K"])
@@ -149,6 +155,7 @@ def run_compare(
     posteriors: Mapping[int, str | Path],
     settings: Mapping[str, Any],
     outputs: Mapping[str, str | Path],
+    diagnostics: Mapping[int, str | Path] | None = None,
     dataset: str = "",
     method: str = "",
     refit_args: Mapping[str, Any] | None = None,
@@ -157,7 +164,8 @@ def run_compare(
     """The compare step: LOO of every K's fit, the table (CSV, HTML), per-point k-hat (CSV),
     the suggestion with its evidence (JSON) and the figure (PNG).
 
-    `data` and `dataset_json` are the dataset's CSV and JSON as the workflow writes them.
+    `data` and `dataset_json` are the dataset's CSV and JSON as the workflow writes them;
+    `diagnostics` (each K's diagnostics.json) marks the K whose fit failed its gate.
     `refit_args` (exe_file, dataset_spec, method_spec, seed, workdir) enables the refit and
     K-fold fallbacks through CmdStan; without it the PSIS estimates are flagged instead.
     """
@@ -185,7 +193,19 @@ def run_compare(
     results = loo_over_k(observed.y, fits, settings=settings, chains=chains, refits=refits)
     table, evidence = compare_k(results, n=observed.n, margin=settings["elpd_margin"])
     khat = khat_table(results)
-    evidence.update(dataset=dataset, method=method, text=suggestion_text(evidence, sorted(fits)))
+    text = suggestion_text(evidence, sorted(fits))
+    if diagnostics is not None:
+        failed = {k: _failed_checks(path) for k, path in diagnostics.items()}
+        table["gate"] = [
+            f"FAILED: {', '.join(failed[k])}" if failed[k] else "passed" for k in table["K"]
+        ]
+        evidence["failed_K"] = sorted(k for k in failed if failed[k])
+        if evidence["failed_K"]:
+            text += (
+                f" The {method} fit of K = {', '.join(map(str, evidence['failed_K']))} failed "
+                "its diagnostics gate: its elpd may be wrong (see the gate column)."
+            )
+    evidence.update(dataset=dataset, method=method, text=text)
     with atomic_path(outputs["table"]) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(outputs["khat"]) as tmp:
@@ -196,6 +216,11 @@ def run_compare(
     fig = plot_loo(table, khat, title=f"{dataset} ({method}): {evidence['text'].split(':')[0]}")
     save_figure(fig, outputs["figure"], dpi=dpi)
     return evidence
+
+
+def _failed_checks(path: str | Path) -> list[str]:
+    """The names of the checks that a fit's diagnostics.json records as failed."""
+    return [c["name"] for c in read_json(path)["checks"] if not c["passed"]]
 
 
 def _html(table: pd.DataFrame, evidence: Mapping[str, Any]) -> str:

@@ -439,8 +439,8 @@ def compare_k(
     best one.
 
     Stacking weights come from ArviZ ``compare(..., method="stacking")`` on the pointwise elpd
-    (of the subsample when subsampled); the differences' SEs are ArviZ's, or the difference
-    estimator's when subsampled.
+    (of the subsample when subsampled); the differences' SEs are sqrt(n var(elpd_i difference)),
+    as ArviZ's, or the difference estimator's when subsampled.
     """
     az = _arviz()
     ks = sorted(results)

@@ -129,6 +129,20 @@ def test_cells_show_a_mean_to_the_resolution_of_its_sd(fake):
     assert cell.startswith("2019.531 ± 0.081; [2019.380, 2019.690]"), cell
 
 
+def test_point_estimates_keep_six_significant_digits(fake):
+    """A MAP has no sd to round to: 185.5743 is not shown as 186 (1.5 posterior sd off on a
+    user's 300 points), nor 0.0019712 as 0.00197."""
+    table = comparison_table(load_fits(fake["posteriors"]))
+    for parameter, value, text in (
+        ("mu[1, x1]", 185.5743, "185.574"),
+        ("mu[1, x2]", 0.0019712, "0.0019712"),
+    ):
+        row = table[(table["method"] == "map") & (table["parameter"] == parameter)].index[0]
+        table.loc[row, "mean"] = value
+        cell = estimates_wide(table).loc[parameter, "map"]
+        assert cell.split(";")[0] == text, cell
+
+
 def test_components_at_one_place_are_aligned_by_their_spread(fake):
     """Two components at almost one place with equal weights, one narrow and one wide: a method
     that lists them the other way round is aligned by sigma (its means alone match the other

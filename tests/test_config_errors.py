@@ -290,6 +290,11 @@ def test_exponent_numbers_that_yaml_reads_as_strings_are_numbers(data_dir: Path)
             "'methods.vi.iter' = '1,000': must be of type 'integer'; write numbers without "
             "thousands separators (e.g. 10000 or 10_000, not 10,000)",
         ),
+        (
+            "vi: {algoritm: advi, iter: 100}",
+            "'methods.vi' is missing a required key: 'algorithm' is a required property "
+            "('algoritm' is given: a typo?)",
+        ),
         (  # YAML reads {iter: 1,000} as {iter: 1, 0: null}
             "vi: {algorithm: advi, iter: 1,000}",
             "unknown key under 'methods.vi': Additional properties are not allowed (0 was "

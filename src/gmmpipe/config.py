@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import os
 import re
@@ -62,7 +63,12 @@ def _schema_error_message(error: jsonschema.ValidationError) -> str:
             message += "; a comma inside a number in {...} starts a new key: write 1000"
         return message
     if error.validator == "required":
-        return f"config: '{where}' is missing a required key: {error.message}"
+        message = f"config: '{where}' is missing a required key: {error.message}"
+        given = [k for k in error.instance if isinstance(k, str)]
+        for missing in (r for r in error.validator_value if r not in error.instance):
+            for typo in difflib.get_close_matches(missing, given, n=1, cutoff=0.7):
+                message += f" ({typo!r} is given: a typo?)"
+        return message
     if error.validator == "oneOf" and isinstance(error.instance, dict):
         return f"config: '{where}' must have exactly one of 'simulate' or 'file'"
     if error.validator == "type":

@@ -19,6 +19,12 @@ BAD_FILES: dict[str, tuple[bytes, list[str], str]] = {
     "overflow": (b"x1,x2\n1,2\n3,1e999\n4,5\n", [], "row 3, column 'x2': '1e999' is not a"),
     "text": (b"x1,x2\n1,2\n3,abc\n4,5\n", [], "row 3, column 'x2': 'abc' is not a finite"),
     "empty_cell": (b"x1,x2\n1,2\n3,\n4,5\n", [], "row 3, column 'x2': empty cell"),
+    "id_column": (
+        b"id,x\nS1,2\nS2,4\n",
+        [],
+        "row 2, column 'id': 'S1' is not a finite number; to fit only some columns, list them "
+        "in the dataset's file.columns",
+    ),
     "extra_field": (b"x1,x2\n1,2\n3,4,5\n6,7\n", [], "row 3: 3 fields, but the header has 2"),
     "short_row": (b"x1,x2\n1,2\n3,4\n6\n", [], "row 4: 1 field, but the header has 2"),
     "blank_line": (b"x1,x2\n1,2\n\n3,x\n4,5\n", [], "row 4, column 'x2': 'x' is not a"),

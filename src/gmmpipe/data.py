@@ -386,6 +386,9 @@ def read_dataset(
             row = int(bad[0])
             cell = cells.iloc[row]
             problem = "empty cell" if not cell else f"{cell!r} is not a finite number"
+            if not columns and cell and np.isfinite(values).sum() < len(values) / 2:
+                # mostly text (an id, a label) among every column: the default selection
+                problem += "; to fit only some columns, list them in the dataset's file.columns"
             raise DataError(f"{path}: row {lines[row]}, column '{col}': {problem}")
         problem = _scale_problem(values)
         if problem:

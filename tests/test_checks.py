@@ -128,6 +128,36 @@ def test_a_single_chain_is_judged_by_its_halves():
     assert not rhat["passed"] and rhat["value"] > 1.1
 
 
+def test_failed_r_hat_and_ess_name_the_parameter_element():
+    """The gate's detail says where R-hat or ESS fails (components and coordinates from 1;
+    Omega by component, row and column)."""
+    rng = np.random.default_rng(8)
+    n = 500
+    stats = {
+        "diverging": np.zeros((4, n)),
+        "tree_depth": np.ones((4, n)),
+        "energy": rng.normal(size=(4, n)),
+    }
+    omega = np.broadcast_to(np.eye(3), (4, n, 2, 3, 3)).copy()
+    shifted = rng.uniform(-0.3, 0.3, size=(4, n)) + np.array([[0], [0.4], [0], [0]])  # chain 2
+    omega[:, :, 1, 2, 0] = omega[:, :, 1, 0, 2] = shifted
+    draws = Draws(
+        mu=rng.normal(size=(4, n, 2, 3)),
+        theta=rng.dirichlet([5, 5], size=(4, n)),
+        sigma=np.exp(0.1 * rng.normal(size=(4, n, 2, 3))),
+        omega=omega,
+        stats=stats,
+    )
+    rhat, bulk, _ = nuts_checks(draws, THRESHOLDS_NUTS, max_treedepth=10)[:3]
+    assert not rhat["passed"] and rhat["detail"] == "at Omega[2, 3, 1]"
+    assert not bulk["passed"] and bulk["detail"] == "at Omega[2, 3, 1]"
+    draws.mu[2, :, 1, 2] += 3  # chain 3's mu[2, 3]: further off
+    rhat = nuts_checks(draws, THRESHOLDS_NUTS, max_treedepth=10)[0]
+    assert rhat["detail"] == "at mu[2, 3]"
+    good = Draws(mu=rng.normal(size=(4, n, 1, 3)), theta=np.ones((4, n, 1)), stats=stats)
+    assert "detail" not in nuts_checks(good, THRESHOLDS_NUTS, max_treedepth=10)[0]
+
+
 def test_starts_helpers_are_deterministic_and_distinct():
     rng = np.random.default_rng(6)
     y = np.concatenate([rng.normal(0, 1, (300, 2)), rng.normal(8, 1, (100, 2))]) * [1, 100]

@@ -123,29 +123,29 @@ def nuts_checks(draws: Draws, thresholds: Mapping[str, Any], max_treedepth: int)
     R-hat, as for several chains, so it still flags a chain that drifts)."""
     posterior = _free_parameters(draws)
     halves = {name: chains_or_halves(value) for name, value in posterior.items()}
-    rhat = max(float(np.nanmax(az.rhat(v).to_array())) for v in _datasets(halves))
-    ess_bulk = min(
-        float(np.nanmin(az.ess(v, method="bulk").to_array())) for v in _datasets(posterior)
-    )
-    ess_tail = min(
-        float(np.nanmin(az.ess(v, method="tail").to_array())) for v in _datasets(posterior)
-    )
+    rhat, rhat_at = _extreme(halves, az.rhat, np.nanargmax)
+    ess_bulk, bulk_at = _extreme(posterior, lambda v: az.ess(v, method="bulk"), np.nanargmin)
+    ess_tail, tail_at = _extreme(posterior, lambda v: az.ess(v, method="tail"), np.nanargmin)
     divergences = int(draws.stats["diverging"].sum())
     treedepth_frac = float((draws.stats["tree_depth"] >= max_treedepth).mean())
     ebfmi = float(np.min(az.bfmi(draws.stats["energy"])))
     return [
-        _check("r_hat_max", rhat, thresholds["rhat_max"], rhat <= thresholds["rhat_max"]),
-        _check(
+        _named_check(
+            "r_hat_max", rhat, thresholds["rhat_max"], rhat <= thresholds["rhat_max"], rhat_at
+        ),
+        _named_check(
             "ess_bulk_min",
             ess_bulk,
             thresholds["ess_bulk_min"],
             ess_bulk >= thresholds["ess_bulk_min"],
+            bulk_at,
         ),
-        _check(
+        _named_check(
             "ess_tail_min",
             ess_tail,
             thresholds["ess_tail_min"],
             ess_tail >= thresholds["ess_tail_min"],
+            tail_at,
         ),
         _check(
             "divergences",
@@ -176,9 +176,30 @@ def _free_parameters(draws: Draws) -> dict[str, np.ndarray]:
     return posterior
 
 
-def _datasets(posterior: Mapping[str, np.ndarray]) -> list[Any]:
-    """One xarray Dataset per variable, with (chain, draw) leading dims."""
-    return [az.convert_to_dataset({name: value}) for name, value in posterior.items()]
+def _named_check(name: str, value: float, threshold: float, passed: bool, at: str) -> dict:
+    """A check over every parameter element; a failed one names the element it is worst at."""
+    return _check(name, value, threshold, passed, "" if passed or not at else f"at {at}")
+
+
+def _extreme(posterior: Mapping[str, np.ndarray], statistic: Any, arg: Any) -> tuple[float, str]:
+    """The largest (`arg` np.nanargmax) or smallest (np.nanargmin) value of an ArviZ
+    `statistic` (rhat, ess) over every parameter element, and the element's name, e.g.
+    ``sigma[3, 2]`` (components and coordinates from 1); NaN and "" if every value is NaN."""
+    values, names = [], []
+    for name, value in posterior.items():
+        result = np.asarray(statistic(az.convert_to_dataset({name: value}))[name])
+        if name == "Omega":  # (K, L): the L = D (D - 1) / 2 elements below the diagonal
+            d = round((1 + np.sqrt(1 + 8 * result.shape[-1])) / 2)
+            below = list(zip(*np.tril_indices(d, k=-1), strict=True))
+        for index in np.ndindex(result.shape):
+            values.append(float(result[index]))
+            if name == "Omega":
+                index = (index[0], *below[index[1]])
+            names.append(f"{name}[{', '.join(str(i + 1) for i in index)}]" if index else name)
+    if not np.isfinite(values).any():
+        return float("nan"), ""
+    at = int(arg(values))
+    return values[at], names[at]
 
 
 def khat_check(log_ratios: np.ndarray, thresholds: Mapping[str, Any]) -> dict[str, Any]:

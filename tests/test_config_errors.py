@@ -114,7 +114,11 @@ BAD_CONFIGS = [
     ),
     ("datasets.own.file.columns", ["x1", "x1"], "'datasets.own.file.columns' = ['x1', 'x1']"),
     ("datasets.own.file.header", "no", "'datasets.own.file.header' = 'no'"),
-    ("datasets.bad-name", {"file": {"path": "x"}}, "'datasets' = 'bad-name'"),
+    (
+        "datasets.bad-name",
+        {"file": {"path": "x"}},
+        "'bad-name' under 'datasets' is not a valid name: use letters, digits and underscores",
+    ),
     ("methods.nuts.algorithm", "hmc", "'methods.nuts.algorithm' = 'hmc'"),
     ("methods.nuts.chains", 0, "'methods.nuts.chains' = 0"),
     ("methods.nuts.chain", 4, "unknown key under 'methods.nuts'"),

@@ -49,6 +49,10 @@ def _with_defaults(validator_class: type) -> type:
     )
 
 
+#: The schema's pattern of dataset and method names.
+NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_]*$"
+
+
 def _key(path: Iterator[Any] | Any) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
@@ -69,6 +73,12 @@ def _schema_error_message(error: jsonschema.ValidationError) -> str:
             for typo in difflib.get_close_matches(missing, given, n=1, cutoff=0.7):
                 message += f" ({typo!r} is given: a typo?)"
         return message
+    if error.validator == "pattern" and error.validator_value == NAME_PATTERN:
+        return (
+            f"config: {error.instance!r} under '{where}' is not a valid name: use letters, "
+            "digits and underscores, starting with a letter (it names folders and Snakemake "
+            "wildcards)"
+        )
     if error.validator == "oneOf" and isinstance(error.instance, dict):
         return f"config: '{where}' must have exactly one of 'simulate' or 'file'"
     if error.validator == "type":

@@ -296,3 +296,25 @@ def test_log_likelihood_of_an_overflowed_draw_is_minus_infinity():
     params["sigma"] = np.array([[[np.inf, 1.0], [1.0, 1.0]]])
     params["theta"] = np.array([[1.0, 0.0]])
     assert log_likelihood(y, params)[0] == -np.inf
+
+
+def test_prior_draws_include_the_psi_factor():
+    """psi > 0 multiplies the scales' prior by exp(-psi / (2 sigma^2)) (D = 1): the draws'
+    mean of sigma is the integral's, and a psi the prior cannot reach is an error."""
+    from scipy import integrate
+
+    model = {"K": 1, "covariance": "diagonal", "sigma_location": 0.0, "sigma_scale": 0.5}
+    rng = np.random.default_rng(3)
+    draws = np.array(
+        [draw_prior(rng, {**model, "psi": 0.5}, 1)["sigma"][0, 0] for _ in range(20000)]
+    )
+
+    def density(s):
+        return stats.lognorm.pdf(s, 0.5) * np.exp(-0.5 / (2 * s**2))
+
+    norm = integrate.quad(density, 0, np.inf)[0]
+    mean = integrate.quad(lambda s: s * density(s), 0, np.inf)[0] / norm
+    assert draws.mean() == pytest.approx(mean, abs=4 * draws.std() / np.sqrt(len(draws)))
+    assert abs(mean - np.exp(0.125)) > 0.05  # the factor matters: lognormal(0, 0.5)'s mean
+    with pytest.raises(ValueError, match=r"sbc.model.psi = 1000.0: no covariance accepted"):
+        draw_prior(rng, {**model, "psi": 1000.0}, 1)

@@ -83,8 +83,16 @@ def lkj_corr_cholesky(rng: np.random.Generator, d: int, eta: float) -> np.ndarra
     return chol
 
 
+#: Proposals per covariance before :func:`draw_prior` gives up on a psi factor.
+MAX_PSI_PROPOSALS = 100_000
+
+
 def draw_prior(rng: np.random.Generator, model: Mapping[str, Any], d: int) -> dict[str, np.ndarray]:
-    """One draw of the parameters from the prior of stan/gmm.stan (model config as in a dataset)."""
+    """One draw of the parameters from the prior of stan/gmm.stan (model config as in a dataset).
+
+    With a psi factor exp(-tr(diag(psi) Sigma_k^-1) / 2) (at most 1), each covariance is drawn
+    by rejection: proposed from the scales' and LKJ priors and accepted with that probability.
+    """
     k = int(model["K"])
     prior = fixed_values(model)
     params = {
@@ -92,22 +100,49 @@ def draw_prior(rng: np.random.Generator, model: Mapping[str, Any], d: int) -> di
         "theta": rng.dirichlet(np.full(k, float(prior["alpha"]))),
     }
     covariance = model.get("covariance", "identity")
+    if covariance == "identity":
+        return params
     k_sigma = 1 if covariance == "tied" else k  # tied: one covariance for every component
-    if covariance != "identity":
-        loc, scale = prior["sigma_location"], prior["sigma_scale"]
-        if model.get("sigma_prior", "lognormal") == "lognormal":
-            sigma = rng.lognormal(loc, scale, size=(k_sigma, d))
-        else:  # normal(loc, scale) truncated at 0
-            lower = (0.0 - loc) / scale
-            sigma = stats.truncnorm.rvs(
-                lower, np.inf, loc=loc, scale=scale, size=(k_sigma, d), random_state=rng
-            )
-        params["sigma"] = np.repeat(sigma, k // k_sigma, axis=0)
+    psi = np.broadcast_to(np.asarray(prior["psi"], dtype=float), (d,))
+    if not psi.any():
+        sigma, chol = _draw_scales(rng, model, prior, k_sigma, d)
+    else:
+        sigma, chol = np.empty((k_sigma, d)), np.empty((k_sigma, d, d))
+        for c in range(k_sigma):
+            for _ in range(MAX_PSI_PROPOSALS):
+                (s,), (l_omega,) = _draw_scales(rng, model, prior, 1, d)
+                inverse = np.linalg.inv(l_omega * s[:, None])  # L_Sigma^-1
+                if np.log(rng.random()) < -0.5 * psi @ np.square(inverse).sum(axis=0):
+                    sigma[c], chol[c] = s, l_omega
+                    break
+            else:
+                raise ValueError(
+                    f"sbc.model.psi = {prior['psi']!r}: no covariance accepted in "
+                    f"{MAX_PSI_PROPOSALS} draws from the scales' prior; psi is too large for it"
+                )
+    params["sigma"] = np.repeat(sigma, k // k_sigma, axis=0)
     if covariance in ("full", "tied"):
-        eta = float(model.get("lkj_eta", 2.0))
-        chol = np.array([lkj_corr_cholesky(rng, d, eta) for _ in range(k_sigma)])
         params["Omega"] = np.repeat(chol @ np.swapaxes(chol, 1, 2), k // k_sigma, axis=0)
     return params
+
+
+def _draw_scales(
+    rng: np.random.Generator, model: Mapping[str, Any], prior: Mapping[str, Any], n: int, d: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`n` draws of the scales (n, D) and of the Cholesky factors of the correlations (n, D, D;
+    the identity for a diagonal covariance) from their priors."""
+    loc, scale = prior["sigma_location"], prior["sigma_scale"]
+    if model.get("sigma_prior", "lognormal") == "lognormal":
+        sigma = rng.lognormal(loc, scale, size=(n, d))
+    else:  # normal(loc, scale) truncated at 0
+        lower = (0.0 - loc) / scale
+        sigma = stats.truncnorm.rvs(
+            lower, np.inf, loc=loc, scale=scale, size=(n, d), random_state=rng
+        )
+    if model.get("covariance") not in ("full", "tied"):
+        return sigma, np.broadcast_to(np.eye(d), (n, d, d))
+    eta = float(model.get("lkj_eta", 2.0))
+    return sigma, np.array([lkj_corr_cholesky(rng, d, eta) for _ in range(n)])
 
 
 def log_likelihood(y: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -258,6 +258,7 @@ def test_two_batchings_give_identical_ranks(gmm_exe):
         "adapt_delta": 0.8,
         "max_treedepth": 10,
         "metric": "diag_e",
+        "starts": 2,
     }
     whole = run_sbc(gmm_exe, sbc, {"nuts": nuts}, range(4))
     parts = pd.concat(
@@ -318,3 +319,41 @@ def test_prior_draws_include_the_psi_factor():
     assert abs(mean - np.exp(0.125)) > 0.05  # the factor matters: lognormal(0, 0.5)'s mean
     with pytest.raises(ValueError, match=r"sbc.model.psi = 1000.0: no covariance accepted"):
         draw_prior(rng, {**model, "psi": 1000.0}, 1)
+
+
+@pytest.mark.cmdstan
+def test_sbc_fits_start_as_the_pipeline_does(gmm_exe, tmp_path):
+    """NUTS from the multi-start optimizer (``starts``); ADVI from its init method's fit, which
+    itself runs from the multi-start optimizer, as in gmmpipe.fit.fit_dataset."""
+    from cmdstanpy import write_stan_json
+
+    from gmmpipe import sbc as sbc_module
+    from gmmpipe.cmdstan import load_model
+    from gmmpipe.config import validate_config
+    from gmmpipe.data import stan_data
+
+    _, data = replication(SBC, 0)
+    data_file = tmp_path / "data.json"
+    write_stan_json(str(data_file), stan_data(data, SBC["model"]))
+    model = load_model(gmm_exe)
+    dataset = {"simulate": {"generator": "seed_notebook", "n": 9}, "model": {"K": 2}}
+    methods = validate_config(
+        {
+            "datasets": {"d": dataset},
+            "methods": {
+                "nuts": {"algorithm": "nuts", "chains": 2, "iter_warmup": 100,
+                         "iter_sampling": 50, "starts": 3},
+                "map": {"algorithm": "optimize", "starts": 2},
+                "advi": {"algorithm": "advi", "init": "map"},
+            },
+        }
+    )["methods"]  # fmt: skip
+    nuts, advi = methods["nuts"], {**methods["advi"], "init_method": methods["map"]}
+    for name, spec in (("nuts", nuts), ("advi", advi)):
+        out = tmp_path / name
+        out.mkdir()
+        post = sbc_module._fit(model, spec, data_file, 5, out, SBC["model"], data.y)
+        assert post["mu"].shape[1:] == (2, 2) and np.isfinite(post["mu"]).all()
+    assert len(list((tmp_path / "nuts" / "starts").iterdir())) == 3
+    assert len(list((tmp_path / "advi" / "init" / "starts").iterdir())) == 2
+    assert not (tmp_path / "advi" / "starts").exists()  # ADVI starts at the MAP's point

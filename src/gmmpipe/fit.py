@@ -206,7 +206,9 @@ def fit_dataset(
         write_stan_json(str(data_file), stan_data(dataset, model_spec, priors))
         start = time.perf_counter()
         try:
-            starts, inits = _starts(model, data_file, dataset, model_spec, method_spec, seed, inits)
+            starts, inits = chain_starts(
+                model, data_file, dataset, model_spec, method_spec, seed, inits, scratch / "starts"
+            )
             result = run_cmdstan(model, str(data_file), method_spec, seed, scratch, inits)
         except FitError:
             raise
@@ -290,7 +292,7 @@ def _stack_chains(report: dict[str, Any], y: np.ndarray, draws: Draws, seed: int
     check["detail"] += f"; stacking weights of the chains {weights}"
 
 
-def _starts(
+def chain_starts(
     model: Any,
     data_file: Path,
     dataset: Dataset,
@@ -298,10 +300,11 @@ def _starts(
     method_spec: Mapping[str, Any],
     seed: int,
     point: Mapping[str, Any] | None,
+    out: Path,
 ) -> tuple[dict[str, Any] | None, Any]:
     """The starts record for fit.json and CmdStan's inits: from `point` (an earlier fit) when
-    given, else for optimize and NUTS from the multi-start optimizer (:mod:`gmmpipe.inits`),
-    else CmdStan's random inits."""
+    given, else for optimize and NUTS from the multi-start optimizer (:mod:`gmmpipe.inits`,
+    its runs under `out`), else CmdStan's random inits."""
     if point is not None:
         return None, stan_inits(point, model_spec, dataset.y)
     n_starts = int(method_spec.get("starts", 0))
@@ -314,7 +317,8 @@ def _starts(
         model_spec,
         n_starts=n_starts,
         seed=seed,
-        out=data_file.parent / "starts",
+        out=out,
+        iter=int(method_spec.get("iter", 2000)),  # optimize's; NUTS has none
     )
     starts = record(optima, n_starts)
     if not optima:

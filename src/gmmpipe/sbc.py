@@ -304,29 +304,31 @@ def _fit(
     model_spec: Mapping[str, Any],
     y: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Fit one simulated dataset `y` (written to `data_file`); the draws (draw axis first) of mu,
-    theta, sigma, Omega.
+    """Fit one simulated dataset `y` (written to `data_file`) as the pipeline fits it; the draws
+    (draw axis first) of mu, theta, sigma, Omega.
 
-    A method with an ``init_method`` (see :func:`gmmpipe.sbc_plan.check_sbc_config`) starts at
-    that fit's posterior mean, as in the pipeline.
+    Chains start as in :func:`gmmpipe.fit.fit_dataset`: a method with an ``init_method`` (see
+    :func:`gmmpipe.sbc_plan.check_sbc_config`) at that fit's (relabelled) posterior mean, else
+    optimize and NUTS from the multi-start optimizer (``starts``), else CmdStan's random inits.
     """
-    from gmmpipe.draws import read_draws
-    from gmmpipe.fit import run_cmdstan
-    from gmmpipe.inits import stan_inits
+    from gmmpipe.draws import read_draws, relabel
+    from gmmpipe.fit import chain_starts, run_cmdstan
 
     k, d = int(model_spec["K"]), y.shape[1]
-    inits = None
+
+    def run(method: Mapping[str, Any], folder: Path, point: Any) -> Any:
+        folder.mkdir(exist_ok=True)
+        _, inits = chain_starts(
+            model, data_file, Dataset(y=y), model_spec, method, seed, point, folder / "starts"
+        )
+        run_cmdstan(model, str(data_file), method, seed, folder, inits)
+        return read_draws(sorted(folder.glob("*.csv")), method["algorithm"], k, d)
+
+    point = None
     if spec.get("init_method"):
-        init_spec = spec["init_method"]
-        init_out = out / "init"
-        init_out.mkdir()
-        run_cmdstan(model, str(data_file), init_spec, seed, init_out, None)
-        start = read_draws(sorted(init_out.glob("*.csv")), init_spec["algorithm"], k, d)
+        start = relabel(run(spec["init_method"], out / "init", None))
         point = {n: v.mean(axis=(0, 1)) for n, v in start.components().items()}
-        inits = stan_inits(point, model_spec, y)
-    run_cmdstan(model, str(data_file), spec, seed, out, inits)
-    draws = read_draws(sorted(out.glob("*.csv")), spec["algorithm"], k, d)
-    return flat_params(draws.components())
+    return flat_params(run(spec, out, point).components())
 
 
 def run_sbc(

@@ -169,3 +169,18 @@ def test_components_at_one_place_are_aligned_by_their_spread(fake):
         [0.5, 3.0],
         rtol=0.05,
     )
+
+
+def test_html_tables_escape_names_from_users_headers():
+    """A column named ``a<b>`` (it becomes ``mu[1, a<b>]``) stays text in the HTML tables; the
+    estimates' own markup (the flags) stays markup."""
+    from gmmpipe.summarize import frame_to_html
+
+    frame = pd.DataFrame(
+        {"nuts": ['1.0<br><b class="flag">Δmean +3.00</b>']}, index=["mu[1, a<b>]"]
+    )
+    frame.index.name = "parameter"
+    html = frame_to_html(frame, index=True, markup=True)
+    assert "<td>mu[1, a&lt;b&gt;]</td>" in html and '<b class="flag">' in html
+    plain = frame_to_html(pd.DataFrame({"prior": ["mu[1, a<b>] ~ normal(0, 1)"]}))
+    assert "a&lt;b&gt;" in plain and "<b>" not in plain

@@ -452,17 +452,34 @@ def html_page(title: str, sections: list[tuple[str, str]], note: str = "") -> st
 
 
 def frame_to_html(
-    frame: pd.DataFrame, *, index: bool = False, failed: pd.Series | None = None
+    frame: pd.DataFrame,
+    *,
+    index: bool = False,
+    failed: pd.Series | None = None,
+    markup: bool = False,
 ) -> str:
-    """An HTML table of already formatted cells; rows where `failed` is true are highlighted."""
+    """An HTML table of already formatted cells; rows where `failed` is true are highlighted.
+
+    Text is escaped (names come from users' column headers), except the cells of a `markup`
+    frame, built as HTML (:func:`estimates_wide`); its index is escaped all the same."""
+    labels = frame.index.nlevels if index else 0
     frame = frame.reset_index() if index else frame
     head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
     rows = []
     for i, row in enumerate(frame.to_numpy()):
         cls = ' class="failed"' if failed is not None and bool(failed.iloc[i]) else ""
-        cells = "".join(f"<td>{v if isinstance(v, str) else _fmt(v)}</td>" for v in row)
+        cells = "".join(
+            f"<td>{_html_cell(v, trusted=markup and j >= labels)}</td>" for j, v in enumerate(row)
+        )
         rows.append(f"<tr{cls}>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _html_cell(value: Any, *, trusted: bool) -> str:
+    """A cell's HTML: text escaped unless `trusted`, numbers through :func:`_fmt`."""
+    if isinstance(value, str):
+        return value if trusted else escape(value)
+    return _fmt(value)
 
 
 def write_comparison(
@@ -497,7 +514,10 @@ def write_comparison(
             f"{dataset}: methods compared",
             [
                 ("Methods", frame_to_html(overview, failed=failed)),
-                ("Estimates", frame_to_html(estimates_wide(table, html=True), index=True)),
+                (
+                    "Estimates",
+                    frame_to_html(estimates_wide(table, html=True), index=True, markup=True),
+                ),
                 ("Priors", frame_to_html(priors_table(fits))),
             ],
             note,

@@ -46,6 +46,21 @@ def test_palette_is_stable_and_distinct():
     assert len(many) == 12 and len(set(many)) == 12
 
 
+def test_the_density_figure_uses_the_same_colours_beyond_seven_components():
+    """Component 8 of the fitted-density figure has the colour it has in the other figures."""
+    import matplotlib.colors as mcolors
+
+    from gmmpipe.mixture_plots import plot_fitted_density
+
+    k = 9
+    rng = np.random.default_rng(0)
+    mu = np.arange(k, dtype=float)[:, None] * [4.0, 0.0]
+    posterior = {"mu": mu[None, None], "theta": np.full((1, 1, k), 1 / k)}
+    fig = plot_fitted_density(rng.normal(size=(90, 2)) + mu[rng.integers(0, k, 90)], posterior)
+    edges = [mcolors.to_hex(p.get_edgecolor()) for p in fig.axes[2].patches]  # the ellipses
+    assert edges == [c.lower() for c in component_colors(k)]
+
+
 @pytest.mark.parametrize("name", FIGURES)
 def test_every_figure_renders_non_blank(fake, tmp_path, name):
     posteriors = fake["posteriors"]

@@ -26,8 +26,18 @@ from gmmpipe.arrays import covariances, flat_params, thin
 
 logger = logging.getLogger(__name__)
 
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 _PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
 MAX_PAIRS_D = 6
+
+
+def component_colors(k: int) -> list[str]:
+    """The colour of components 1..k, the same in every figure (components ordered by weight):
+    Okabe-Ito's seven, then tab20's."""
+    if k <= len(_PALETTE):
+        return _PALETTE[:k]
+    cmap = plt.get_cmap("tab20")
+    return _PALETTE + [matplotlib.colors.to_hex(cmap(i % 20)) for i in range(k - len(_PALETTE))]
 
 
 def posterior_arrays(posterior: Any) -> dict[str, np.ndarray]:
@@ -63,7 +73,7 @@ def plot_fitted_density(
     arrays = thin(posterior_arrays(posterior), max_draws)
     mean = {name: value.mean(axis=0) for name, value in arrays.items()}
     k, d = mean["mu"].shape
-    colors = [_PALETTE[i % len(_PALETTE)] for i in range(k)]
+    colors = component_colors(k)
     shown = min(d, MAX_PAIRS_D)
     if d > shown:
         logger.info("pairs plot limited to the first %d of %d coordinates", shown, d)

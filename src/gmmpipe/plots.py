@@ -25,7 +25,7 @@ from scipy import stats
 from gmmpipe.arrays import even_index, flat_params
 from gmmpipe.data import coordinate_names, load_dataset
 from gmmpipe.io import atomic_path, read_json
-from gmmpipe.mixture_plots import plot_fitted_density
+from gmmpipe.mixture_plots import component_colors, plot_fitted_density
 from gmmpipe.ppc import plot_ppc
 from gmmpipe.summarize import (
     MethodFit,
@@ -41,22 +41,12 @@ with warnings.catch_warnings():
 
 logger = logging.getLogger(__name__)
 
-# Okabe-Ito: distinguishable with the common colour-vision deficiencies.
-_PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
 DATA_COLOR = "#8c8c8c"
 TRUTH_STYLE = {"marker": "X", "s": 140, "c": "black", "edgecolors": "white", "zorder": 6}
 _MARKERS = ["o", "s", "D", "^", "v", "P", "*", "h"]
 _LINESTYLES = ["-", "--", ":", "-."]
 MAX_DRAWS_SHOWN = 1000  # posterior draws drawn per component in scatter plots
 VI_ALGORITHMS = ("advi", "pathfinder", "laplace")
-
-
-def component_colors(k: int) -> list[str]:
-    """The colour of components 1..k, the same in every figure (components ordered by weight)."""
-    if k <= len(_PALETTE):
-        return _PALETTE[:k]
-    cmap = plt.get_cmap("tab20")
-    return _PALETTE + [matplotlib.colors.to_hex(cmap(i % 20)) for i in range(k - len(_PALETTE))]
 
 
 def method_styles(methods: Sequence[str]) -> dict[str, dict[str, str]]:

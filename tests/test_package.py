@@ -30,3 +30,16 @@ def test_no_module_imports_a_module_that_imports_it_back():
         ready = [m for m in sorted(graph) if m not in order and graph[m] <= set(order)]
         assert ready, {m: sorted(graph[m] - set(order)) for m in graph if m not in order}
         order += ready
+
+
+def test_the_package_docstring_lists_every_module_below_the_ones_it_imports():
+    """gmmpipe/__init__.py's list of modules, lowest first, is an order of the import graph."""
+    import re
+
+    docstring = ast.get_docstring(ast.parse((PACKAGE / "__init__.py").read_text())) or ""
+    listed = re.findall(r":mod:`(\w+)`", docstring)
+    modules = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
+    assert sorted(listed) == sorted(modules)
+    for position, module in enumerate(listed):
+        above = _imports(PACKAGE / f"{module}.py") - set(listed[:position])
+        assert not above, f"{module} imports {sorted(above)}, listed after it"

@@ -205,7 +205,7 @@ def compile_model(
     return exe_file
 
 
-def load_model(exe_file: str | Path, stan_file: str | Path | None = None) -> Any:
+def load_model(exe_file: str | Path) -> Any:
     """A :class:`cmdstanpy.CmdStanModel` for an executable built by :func:`compile_model`.
 
     An executable without the executable bit is run from a private copy that has it (removed
@@ -220,7 +220,7 @@ def load_model(exe_file: str | Path, stan_file: str | Path | None = None) -> Any
         scratch = Path(tempfile.mkdtemp(prefix="gmmpipe-model-"))
         exe = Path(shutil.copy(exe, scratch / exe.name))
         exe.chmod(0o755)
-    model = cmdstanpy.CmdStanModel(exe_file=str(exe), stan_file=stan_file and str(stan_file))
+    model = cmdstanpy.CmdStanModel(exe_file=str(exe))
     if scratch is not None:
         weakref.finalize(model, shutil.rmtree, scratch, ignore_errors=True)
     return model

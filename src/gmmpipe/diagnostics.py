@@ -1,6 +1,6 @@
 """The diagnostics gate: R-hat, ESS, divergences, tree depth, E-BFMI, chains in different modes
-and the posterior predictive check for NUTS; Pareto k-hat and convergence for ADVI, Pathfinder
-and Laplace; convergence for optimization; degenerate components for every method."""
+and the posterior predictive check for NUTS; Pareto k-hat for ADVI, Pathfinder and Laplace, and
+ADVI's convergence; convergence for optimization; degenerate components for every method."""
 
 from __future__ import annotations
 

@@ -128,7 +128,6 @@ def _density_line(ax: Axes, values: np.ndarray, color: str, **kwargs: Any) -> No
     if len(values) < 2 or np.ptp(values) == 0:
         ax.axvline(values[0] if len(values) else np.nan, color=color, **kwargs)
         return
-    grid = np.linspace(values.min(), values.max(), 200)
     pad = 0.15 * np.ptp(values)
     grid = np.linspace(values.min() - pad, values.max() + pad, 200)
     ax.plot(grid, stats.gaussian_kde(values)(grid), color=color, **kwargs)

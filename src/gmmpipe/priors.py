@@ -45,7 +45,7 @@ FIXED = {
     "psi": 0.0,
 }
 PRIOR_KEYS = tuple(FIXED)
-#: Constants of the ``data`` rule (see the module docstring and docs/issue-17.md).
+#: Constants of the ``data`` rule (see the module docstring and docs/model.md, "Priors").
 MU_SD_PER_SD = 1.0  # prior sd of a component mean, in data sds
 SIGMA_MEDIAN_PER_SD = 0.5  # prior median of a component scale, in data sds (lognormal)
 SIGMA_LOG_SD = 1.0  # prior sd of log sigma (lognormal)

@@ -34,7 +34,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from gmmpipe.sbc import markdown_table, method_verdicts, summarize
+from gmmpipe.sbc import method_verdicts, summarize
+from gmmpipe.summarize import to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 # Settings of the throw-away test cluster (no accounting; see tests/test_slurm.py).
@@ -200,8 +201,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     name = "sbc_slurm" if args.slurm else "sbc"
     table.to_csv(args.out / f"{name}.csv", index=False)
-    (args.out / f"{name}.md").write_text(markdown_table(table) + "\n")
-    print(markdown_table(table))
+    (args.out / f"{name}.md").write_text(to_markdown(table, index=False))
+    print(to_markdown(table, index=False))
 
 
 if __name__ == "__main__":

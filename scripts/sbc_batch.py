@@ -1,6 +1,6 @@
 """Snakemake adapter: one batch of SBC replications of one method (their ranks)."""
 
-from gmmpipe.io import atomic_path
+from gmmpipe.io import write_csv
 from gmmpipe.sbc import run_sbc
 from gmmpipe.workflow import log_to
 
@@ -11,5 +11,4 @@ table = run_sbc(
     {snakemake.wildcards.method: snakemake.params.method},
     snakemake.params.replications,
 )
-with atomic_path(snakemake.output.ranks) as tmp:
-    table.to_csv(tmp, index=False)
+write_csv(snakemake.output.ranks, table)

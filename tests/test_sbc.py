@@ -16,7 +16,6 @@ from gmmpipe.sbc import (
     flatten,
     lkj_corr_cholesky,
     log_likelihood,
-    markdown_table,
     method_verdicts,
     ranked_quantities,
     ranks,
@@ -28,6 +27,7 @@ from gmmpipe.sbc import (
     uniformity_test,
 )
 from gmmpipe.sbc_plan import batch_count, batch_replications, check_sbc_config
+from gmmpipe.summarize import to_markdown
 
 
 @pytest.mark.parametrize("d,eta", [(2, 1.0), (3, 2.0), (4, 0.7)])
@@ -129,7 +129,7 @@ def test_exact_posterior_passes_and_too_narrow_one_fails():
     assert verdicts.loc[0, "uniformity_rejected"] == "YES"
     assert verdicts.loc[0, "central_coverage"] < 0.6
     assert verdicts.loc[0, "failed"] == 0
-    assert "| method |" in markdown_table(verdicts)
+    assert "| method |" in to_markdown(verdicts, index=False)
 
 
 def test_uniformity_test_needs_equal_bins():

@@ -20,7 +20,7 @@ from gmmpipe.data import Dataset, load_dataset, stan_data
 from gmmpipe.draws import read_draws
 from gmmpipe.fit import run_cmdstan
 from gmmpipe.inits import stan_inits
-from gmmpipe.io import atomic_path, read_json, write_json
+from gmmpipe.io import read_json, write_csv, write_json, write_text
 from gmmpipe.loo import (
     Params,
     Refit,
@@ -206,12 +206,9 @@ def run_compare(
                 "its diagnostics gate: its elpd may be wrong (see the gate column)."
             )
     evidence.update(dataset=dataset, method=method, text=text)
-    with atomic_path(outputs["table"]) as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(outputs["khat"]) as tmp:
-        khat.to_csv(tmp, index=False)
-    with atomic_path(outputs["html"]) as tmp:
-        tmp.write_text(_html(table, evidence))
+    write_csv(outputs["table"], table)
+    write_csv(outputs["khat"], khat)
+    write_text(outputs["html"], _html(table, evidence))
     write_json(outputs["suggestion"], evidence)
     fig = plot_loo(table, khat, title=f"{dataset} ({method}): {evidence['text'].split(':')[0]}")
     save_figure(fig, outputs["figure"], dpi=dpi)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gmmpipe.errors import DataError
-from gmmpipe.io import atomic_path, read_json, write_json
+from gmmpipe.io import read_json, write_csv, write_json
 from gmmpipe.priors import resolve_priors
 
 logger = logging.getLogger(__name__)
@@ -159,8 +159,7 @@ def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path)
     if dataset.z is not None:
         assignments = ASSIGNMENT_COLUMN
         frame[assignments] = dataset.z + 1
-    with atomic_path(csv_path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.17g")
+    write_csv(csv_path, frame, float_format="%.17g")
     write_json(
         json_path,
         {

@@ -18,7 +18,7 @@ from gmmpipe.data import Dataset, coordinate_names, stan_data
 from gmmpipe.draws import SIG_FIGS, Draws, read_draws, relabel
 from gmmpipe.errors import FitError
 from gmmpipe.inits import jittered_inits, multistart, record, stan_inits
-from gmmpipe.io import atomic_path, storage_problem, write_json
+from gmmpipe.io import atomic_path, storage_problem, write_csv, write_json
 from gmmpipe.loo import chain_stacking
 from gmmpipe.ppc import posterior_predictive
 from gmmpipe.ppc import record as ppc_record
@@ -266,12 +266,10 @@ def fit_dataset(
     summary = summarize_fit(idata, algorithm)
     with atomic_path(outputs["posterior"]) as tmp:
         idata.to_netcdf(tmp)
-    with atomic_path(outputs["summary"]) as tmp:
-        summary.to_csv(tmp)
+    write_csv(outputs["summary"], summary, index=True)
     if "elbo" in outputs:
         elbo = parse_elbo(console) if algorithm == "advi" else pd.DataFrame(columns=ELBO_COLUMNS)
-        with atomic_path(outputs["elbo"]) as tmp:
-            elbo.to_csv(tmp, index=False)
+        write_csv(outputs["elbo"], elbo)
     write_json(outputs["diagnostics"], report)
     write_json(outputs["fit"], info)
     if not report["passed"]:

@@ -121,6 +121,14 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text)
 
 
+def write_csv(
+    path: str | os.PathLike[str], frame: Any, *, index: bool = False, **kwargs: Any
+) -> None:
+    """Write a pandas DataFrame as CSV (without its index unless `index`), atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=index, **kwargs)
+
+
 def file_checksum(path: str | os.PathLike[str]) -> str:
     """The SHA-256 of a file's contents, as ``sha256:<hex>``."""
     with Path(path).open("rb") as fh:

@@ -41,7 +41,6 @@ from scipy import stats
 from gmmpipe.arrays import covariances, even_index, flat_params
 from gmmpipe.config import derived_seed
 from gmmpipe.data import Dataset, stan_data
-from gmmpipe.io import atomic_path
 from gmmpipe.loo import log_lik
 from gmmpipe.priors import fixed_values
 
@@ -430,23 +429,3 @@ def plot_rank_histograms(table: pd.DataFrame, method: str, kept: int, bins: int)
     fig.supxlabel(f"rank of the prior draw among {kept} posterior draws")
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> None:
-    """Write `fig` as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A Markdown table of `frame` (numbers to 3 significant digits)."""
-
-    def cell(value: Any) -> str:
-        return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * frame.shape[1]]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
-    return "\n".join(lines)

@@ -14,7 +14,7 @@ import pandas as pd
 import xarray as xr
 
 from gmmpipe.draws import chains_or_halves
-from gmmpipe.io import atomic_path, read_json, write_text
+from gmmpipe.io import read_json, write_csv, write_text
 from gmmpipe.relabel import component_features, match_to_reference
 
 with warnings.catch_warnings():
@@ -224,9 +224,10 @@ def comparison_table(
     """One row per parameter element and method (plus a ``truth`` row when known).
 
     Columns are :data:`COMPARISON_COLUMNS`: mean, sd and 94% HDI of every method; ESS and
-    R-hat for NUTS; Pareto k-hat for ADVI, Pathfinder and Laplace; the method's wall time and whether
-    its diagnostics passed; and each method's error relative to the reference (NUTS) fit, in
-    NUTS posterior-sd units: ``(mean - mean_NUTS) / sd_NUTS`` and ``(sd - sd_NUTS) / sd_NUTS``.
+    R-hat for NUTS; Pareto k-hat for ADVI, Pathfinder and Laplace; the method's wall time and
+    whether its diagnostics passed; and each method's error relative to the reference (NUTS)
+    fit, in NUTS posterior-sd units: ``(mean - mean_NUTS) / sd_NUTS`` and
+    ``(sd - sd_NUTS) / sd_NUTS``.
     """
     fits = align_components(fits)
     ref = reference_method(fits)
@@ -497,8 +498,7 @@ def write_comparison(
     overview = method_overview(fits)
     checks = diagnostics_table(fits, dataset)
     ref = reference_method(fits)
-    with atomic_path(csv) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(csv, table)
     failed = overview["diagnostics"] == "FAILED"
     note = (
         f"Dataset <b>{escape(dataset)}</b>. Cells: mean ± sd, 94% HDI; NUTS adds bulk ESS and "
@@ -530,8 +530,7 @@ def write_comparison(
         f"## Estimates\n\n{to_markdown(estimates_wide(table))}\n"
         f"## Priors\n\n{to_markdown(priors_table(fits), index=False)}",
     )
-    with atomic_path(diagnostics_csv) as tmp:
-        checks.to_csv(tmp, index=False)
+    write_csv(diagnostics_csv, checks)
     write_text(diagnostics_html, diagnostics_page(checks, f"{dataset}: diagnostics"))
     return table
 

@@ -118,8 +118,8 @@ def write_membership(
 ) -> dict[str, Any]:
     """The membership CSV (or Parquet, by `table`'s suffix) of one fit and its summary JSON:
     components' sizes, mean entropy and, when the data's true z is known, the ARI."""
-    from gmmpipe.data import load_dataset
-    from gmmpipe.io import atomic_path, write_json
+    from gmmpipe.data import PARQUET_SUFFIXES, load_dataset
+    from gmmpipe.io import atomic_path, write_csv, write_json
 
     dataset = load_dataset(data, dataset_json)
     # xarray alone: importing ArviZ (and with it matplotlib) would double the job's start-up
@@ -129,11 +129,11 @@ def write_membership(
     frame = membership_table(dataset.y, dataset.names, result)
     if dataset.z is not None:
         frame.insert(1 + dataset.d, "z", dataset.z + 1)
-    with atomic_path(table) as tmp:
-        if Path(table).suffix in (".parquet", ".pq"):
+    if Path(table).suffix.lower() in PARQUET_SUFFIXES:
+        with atomic_path(table) as tmp:
             frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False, float_format="%.6g")
+    else:
+        write_csv(table, frame, float_format="%.6g")
     k = result["mean"].shape[1]
     info: dict[str, Any] = {
         "n": dataset.n,

@@ -62,6 +62,13 @@ def test_compare_method():
     config["compare"]["method"] = "nope"
     with pytest.raises(ConfigError, match="not in 'methods'"):
         compare_method(config, ["map"])
+    config["compare"]["method"] = "lap"
+    config["methods"]["lap"]["draws"] = 99  # too few for PSIS-LOO, which a K list needs
+    with pytest.raises(ConfigError, match=r"method 'lap' gives 99 draws; PSIS-LOO needs at least"):
+        compare_method(config, ["map", "lap"])
+    (dataset,) = config["datasets"]
+    config["datasets"][dataset]["model"]["K"] = 2  # one K: no comparison, any draws
+    assert compare_method(config, ["map", "lap"]) == "lap"
 
 
 def test_sbc_needs_one_k():

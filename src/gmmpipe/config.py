@@ -422,7 +422,10 @@ DRAW_ALGORITHMS = ("nuts", "laplace", "advi", "pathfinder")
 
 def compare_method(config: Mapping[str, Any], methods: list[str]) -> str | None:
     """The method whose fits the compare step ranks across K: `compare.method`, else the first
-    of the target `methods` by DRAW_ALGORITHMS' order; None when no target method has draws."""
+    of the target `methods` by DRAW_ALGORITHMS' order; None when no target method has draws.
+
+    Raises ConfigError when a dataset has several K and that method has fewer than
+    :data:`MIN_LOO_DRAWS` draws."""
     name = config.get("compare", {}).get("method")
     if name is not None:
         spec = config["methods"].get(name)
@@ -432,12 +435,32 @@ def compare_method(config: Mapping[str, Any], methods: list[str]) -> str | None:
                 f"config: 'compare.method' = {name!r}: {why}; LOO needs posterior draws "
                 f"(a method with algorithm {' / '.join(DRAW_ALGORITHMS)})"
             )
-        return name
-    for algorithm in DRAW_ALGORITHMS:
-        for method in methods:
-            if config["methods"][method]["algorithm"] == algorithm:
-                return method
-    return None
+    else:
+        by_order = [
+            m for a in DRAW_ALGORITHMS for m in methods if config["methods"][m]["algorithm"] == a
+        ]
+        name = by_order[0] if by_order else None
+    compared = any(len(model_ks(ds["model"])) > 1 for ds in config["datasets"].values())
+    draws = _draw_count(config["methods"][name]) if name is not None else MIN_LOO_DRAWS
+    if compared and draws < MIN_LOO_DRAWS:
+        raise ConfigError(
+            f"config: the compare step's method {name!r} gives {draws} draws; PSIS-LOO "
+            f"needs at least {MIN_LOO_DRAWS} (its k-hat threshold min(1 - "
+            "1/log10 S, 0.7) is 0 at S = 10): give it more draws, or name another method in "
+            "'compare.method'"
+        )
+    return name
+
+
+#: The fewest posterior draws the compare step's PSIS-LOO accepts.
+MIN_LOO_DRAWS = 100
+
+
+def _draw_count(spec: Mapping[str, Any]) -> int:
+    """The posterior draws a method with draws gives (after importance resampling)."""
+    if spec["algorithm"] == "nuts":
+        return int(spec["chains"]) * int(spec["iter_sampling"])
+    return int(spec["output_samples"] if spec["algorithm"] == "advi" else spec["draws"])
 
 
 def derived_seed(base: int, *names: str) -> int:

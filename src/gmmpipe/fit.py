@@ -209,7 +209,7 @@ def fit_dataset(
             starts, inits = chain_starts(
                 model, data_file, dataset, model_spec, method_spec, seed, inits, scratch / "starts"
             )
-            result = run_cmdstan(model, str(data_file), method_spec, seed, scratch, inits)
+            run_cmdstan(model, str(data_file), method_spec, seed, scratch, inits)
         except FitError:
             raise
         except RuntimeError as err:
@@ -218,27 +218,10 @@ def fit_dataset(
                 raise FitError(f"CmdStan {algorithm} failed: {cause}") from None
             raise FitError(f"CmdStan {algorithm} failed: {err}") from err
         wall_time = time.perf_counter() - start
-        data_file.unlink()
-        del result  # everything is read back from the files CmdStan wrote
-        csv_files = sorted(scratch.glob("*.csv"))
+        data_file.unlink()  # everything else is read back from the files CmdStan wrote
         console = "\n".join(f.read_text() for f in sorted(scratch.glob("*stdout.txt")))
-        draws = read_draws(csv_files, algorithm, k, d)
-        if algorithm == "pathfinder":
-            draws = importance_resample(
-                draws, method_spec["draws"], np.random.default_rng([seed, 19])
-            )
-        draws = relabel(draws)
-        checked = (
-            posterior_predictive(dataset.y, draws.components(), seed=seed)
-            if (algorithm == "nuts")
-            else None
-        )
-        report = diag.check(
-            algorithm, draws, console, thresholds, method_spec, y=dataset.y, ppc=checked
-        )
-        _stack_chains(report, dataset.y, draws, seed)
-        if method_spec.get("strict") and not report["passed"]:
-            raise FitError(f"{algorithm} diagnostics failed: {'; '.join(report['failures'])}")
+        draws = read_draws(sorted(scratch.glob("*.csv")), algorithm, k, d)
+        draws, report, checked = _checked(draws, dataset.y, console, thresholds, method_spec, seed)
         for f in scratch.iterdir():  # keep the CSVs' names stable across reruns
             f.rename(scratch / stable_name(f.name))
     info = {
@@ -258,23 +241,59 @@ def fit_dataset(
         **({"ppc": ppc_record(checked, coordinate_names(d))} if checked else {}),
         **({"variational_mean": draws.extra["mean"]} if "mean" in draws.extra else {}),
     }
-    idata = to_inference_data(
-        draws,
-        attrs={k_: info[k_] for k_ in ("algorithm", "seed", "labelling")},
-        names=dataset.names,
+    _write_outputs(outputs, draws, info, report, console, dataset.names)
+    if not report["passed"]:
+        logger.warning("%s diagnostics failed: %s", algorithm, "; ".join(report["failures"]))
+    return info
+
+
+def _checked(
+    draws: Draws,
+    y: np.ndarray,
+    console: str,
+    thresholds: Mapping[str, Any],
+    method_spec: Mapping[str, Any],
+    seed: int,
+) -> tuple[Draws, dict[str, Any], dict[str, Any] | None]:
+    """A fit's draws in one labelling (Pathfinder's importance-resampled first), its diagnostics
+    report (chains in different modes stacked) and, for NUTS, its posterior predictive check.
+
+    Raises FitError for a ``strict`` method whose gate failed."""
+    algorithm = method_spec["algorithm"]
+    if algorithm == "pathfinder":
+        draws = importance_resample(draws, method_spec["draws"], np.random.default_rng([seed, 19]))
+    draws = relabel(draws)
+    checked = (
+        posterior_predictive(y, draws.components(), seed=seed) if algorithm == "nuts" else None
     )
-    summary = summarize_fit(idata, algorithm)
+    report = diag.check(algorithm, draws, console, thresholds, method_spec, y=y, ppc=checked)
+    _stack_chains(report, y, draws, seed)
+    if method_spec.get("strict") and not report["passed"]:
+        raise FitError(f"{algorithm} diagnostics failed: {'; '.join(report['failures'])}")
+    return draws, report, checked
+
+
+def _write_outputs(
+    outputs: Mapping[str, str | Path],
+    draws: Draws,
+    info: Mapping[str, Any],
+    report: Mapping[str, Any],
+    console: str,
+    names: list[str] | None,
+) -> None:
+    """posterior.nc, summary.csv, elbo.csv (when asked for), diagnostics.json and fit.json."""
+    algorithm = info["algorithm"]
+    idata = to_inference_data(
+        draws, attrs={key: info[key] for key in ("algorithm", "seed", "labelling")}, names=names
+    )
     with atomic_path(outputs["posterior"]) as tmp:
         idata.to_netcdf(tmp)
-    write_csv(outputs["summary"], summary, index=True)
+    write_csv(outputs["summary"], summarize_fit(idata, algorithm), index=True)
     if "elbo" in outputs:
         elbo = parse_elbo(console) if algorithm == "advi" else pd.DataFrame(columns=ELBO_COLUMNS)
         write_csv(outputs["elbo"], elbo)
     write_json(outputs["diagnostics"], report)
     write_json(outputs["fit"], info)
-    if not report["passed"]:
-        logger.warning("%s diagnostics failed: %s", algorithm, "; ".join(report["failures"]))
-    return info
 
 
 def _stack_chains(report: dict[str, Any], y: np.ndarray, draws: Draws, seed: int) -> None:

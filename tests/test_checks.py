@@ -110,15 +110,20 @@ def test_gate_reports_details_in_failures():
     )
 
 
+def _sampler_stats(rng, chains, n):
+    """NUTS sampler statistics of a healthy run: no divergence, depth 1, normal energy."""
+    return {
+        "diverging": np.zeros((chains, n)),
+        "tree_depth": np.ones((chains, n)),
+        "energy": rng.normal(size=(chains, n)),
+    }
+
+
 def test_a_single_chain_is_judged_by_its_halves():
     """One chain (``chains: 1``): R-hat of its halves, finite, and the gate can pass or fail."""
     rng = np.random.default_rng(6)
     n = 1000
-    stats = {
-        "diverging": np.zeros((1, n)),
-        "tree_depth": np.ones((1, n)),
-        "energy": rng.normal(size=(1, n)),
-    }
+    stats = _sampler_stats(rng, 1, n)
     good = Draws(mu=rng.normal(size=(1, n, 1, 1)), theta=np.ones((1, n, 1)), stats=stats)
     (rhat, *_) = nuts_checks(good, THRESHOLDS_NUTS, max_treedepth=10)
     assert rhat["name"] == "r_hat_max" and rhat["passed"] and np.isfinite(rhat["value"])
@@ -133,11 +138,7 @@ def test_failed_r_hat_and_ess_name_the_parameter_element():
     Omega by component, row and column)."""
     rng = np.random.default_rng(8)
     n = 500
-    stats = {
-        "diverging": np.zeros((4, n)),
-        "tree_depth": np.ones((4, n)),
-        "energy": rng.normal(size=(4, n)),
-    }
+    stats = _sampler_stats(rng, 4, n)
     omega = np.broadcast_to(np.eye(3), (4, n, 2, 3, 3)).copy()
     shifted = rng.uniform(-0.3, 0.3, size=(4, n)) + np.array([[0], [0.4], [0], [0]])  # chain 2
     omega[:, :, 1, 2, 0] = omega[:, :, 1, 0, 2] = shifted

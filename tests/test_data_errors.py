@@ -3,14 +3,16 @@ library and through the workflow, and never leave a half-written dataset behind.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from workflow_helpers import make_workflow, output, small_config, snakemake, stray_temporaries
 
+from gmmpipe.config import validate_config
 from gmmpipe.data import read_dataset
-from gmmpipe.errors import DataError
+from gmmpipe.errors import ConfigError, DataError
 
 # name -> (file content, columns, message); row numbers are the file's line numbers
 BAD_FILES: dict[str, tuple[bytes, list[str], str]] = {
@@ -54,6 +56,12 @@ BAD_FILES: dict[str, tuple[bytes, list[str], str]] = {
 }
 
 
+#: Bad files that the config check already refuses, before any job (gmmpipe.config reads a CSV
+#: file's header for `file.columns`); the others fail their ingest job.
+AT_CONFIG_TIME = {"no_such_column"}
+INGESTED = [name for name in BAD_FILES if name not in AT_CONFIG_TIME]
+
+
 def _write(directory: Path, name: str) -> Path:
     path = directory / f"{name}.csv"
     path.write_bytes(BAD_FILES[name][0])
@@ -70,6 +78,22 @@ def test_read_dataset_names_file_row_and_column(tmp_path: Path, name: str) -> No
     assert text.startswith(f"{path}: ")
     assert message in text
     assert "\n" not in text
+
+
+def test_a_column_missing_from_the_header_fails_the_config_check(tmp_path: Path) -> None:
+    """`file.columns` with a typo is refused before any job runs (the compile would start beside
+    a failing ingest job); a header the check cannot read plainly is left to the ingest job."""
+    (tmp_path / "data").mkdir()
+    path = _write(tmp_path / "data", "no_such_column")
+    (tmp_path / "data" / "semi.csv").write_bytes(b"a;b\n1;2\n3;4\n")
+    config = small_config(datasets={"d": {"file": {"path": str(path), "columns": ["a", "c"]},
+                                          "model": {"K": 2}}})  # fmt: skip
+    with pytest.raises(ConfigError, match=re.escape(
+        "config: 'datasets.d.file.columns' = ['a', 'c']: ['c'] not in the header of "
+    )):  # fmt: skip
+        validate_config(config, base_dir=tmp_path)
+    config["datasets"]["d"]["file"]["path"] = "data/semi.csv"  # one field: ingest explains
+    validate_config(config, base_dir=tmp_path)
 
 
 def test_unused_columns_may_be_unnamed_or_repeated(tmp_path: Path) -> None:
@@ -100,7 +124,7 @@ def _config(workdir: Path) -> dict[str, Any]:
             "file": {"path": f"data/{name}.csv", "columns": BAD_FILES[name][1]},
             "model": {"K": 2},
         }
-        for name in BAD_FILES
+        for name in INGESTED
     }
     datasets["good"] = {"file": {"path": "data/good.csv"}, "model": {"K": 2}}
     return small_config(seed=3, datasets=datasets)
@@ -111,7 +135,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """One workflow run that ingests every bad file (and a good one), keeping going."""
     workdir = tmp_path_factory.mktemp("ingest")
     (workdir / "data").mkdir()
-    for name in BAD_FILES:
+    for name in INGESTED:
         _write(workdir / "data", name)
     (workdir / "data" / "good.csv").write_text("x1,x2\n1,2\n3,4\n5,6\n")
     config = _config(workdir)
@@ -123,7 +147,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.mark.workflow
-@pytest.mark.parametrize("name", BAD_FILES)
+@pytest.mark.parametrize("name", INGESTED)
 def test_workflow_bad_file_fails_cleanly(ingested: tuple[Path, str], name: str) -> None:
     workdir, text = ingested
     log = (workdir / "logs" / "data" / f"bad_{name}.log").read_text()

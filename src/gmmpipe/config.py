@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import difflib
 import math
 import os
@@ -15,6 +16,7 @@ import jsonschema
 import yaml
 
 from gmmpipe.errors import ConfigError, DataError
+from gmmpipe.layout import PARQUET_SUFFIXES
 from gmmpipe.priors import complete_config, resolve_priors
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
@@ -278,6 +280,28 @@ def _check_files(config: dict[str, Any], base_dir: Path) -> None:
             raise ConfigError(f"{where}: not a regular file (resolved to {resolved})")
         if not os.access(resolved, os.R_OK):
             raise ConfigError(f"{where}: file is not readable (resolved to {resolved})")
+        _check_header(name, dataset["file"], resolved)
+
+
+def _check_header(name: str, file_spec: Mapping[str, Any], path: Path) -> None:
+    """`file.columns` against a CSV file's header row, read before any job runs (a typo would
+    otherwise fail the ingest job beside the compile). Only a plainly comma-separated UTF-8
+    header is checked here; every other case is the ingest job's (gmmpipe.data)."""
+    columns = file_spec.get("columns") or []
+    if not columns or not file_spec.get("header", True) or path.suffix.lower() in PARQUET_SUFFIXES:
+        return
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            first = next((row for row in csv.reader(fh) if any(c.strip() for c in row)), [])
+    except (UnicodeDecodeError, csv.Error, OSError):
+        return
+    names = [c.strip() for c in first]
+    missing = [c for c in columns if c not in names]
+    if len(names) > 1 and missing:
+        raise ConfigError(
+            f"config: 'datasets.{name}.file.columns' = {list(columns)!r}: {missing} not in the "
+            f"header of {path} (has {names})"
+        )
 
 
 def _check_semantics(config: Mapping[str, Any]) -> None:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from gmmpipe.errors import DataError
 from gmmpipe.io import read_json, write_csv, write_json
+from gmmpipe.layout import PARQUET_SUFFIXES
 from gmmpipe.priors import resolve_priors
 
 logger = logging.getLogger(__name__)
@@ -288,7 +289,6 @@ def _is_number(text: str) -> bool:
 
 
 #: File suffixes read as Parquet; any other file is read as CSV.
-PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def _read_parquet(path: Path) -> tuple[list[str], list[int], list[list[str]]]:

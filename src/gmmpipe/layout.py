@@ -20,6 +20,9 @@ FIT_FILES = {
 }
 
 
+#: Suffixes (any case) of the Parquet files read and written; every other file is CSV.
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
 #: Where the workflow writes one fit (dataset, component count K, method).
 FIT_DIR = "results/fits/{dataset}/K{K}/{method}"
 

@@ -20,6 +20,7 @@ import pandas as pd
 import xarray as xr
 
 from gmmpipe.arrays import flat_params, thin
+from gmmpipe.layout import PARQUET_SUFFIXES
 from gmmpipe.loo import Params, log_joint
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def write_membership(
 ) -> dict[str, Any]:
     """The membership CSV (or Parquet, by `table`'s suffix) of one fit and its summary JSON:
     components' sizes, mean entropy and, when the data's true z is known, the ARI."""
-    from gmmpipe.data import PARQUET_SUFFIXES, load_dataset
+    from gmmpipe.data import load_dataset
     from gmmpipe.io import atomic_path, write_csv, write_json
 
     dataset = load_dataset(data, dataset_json)

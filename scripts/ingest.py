@@ -12,6 +12,7 @@ data = read_dataset(
     k=k,
     columns=spec["file"]["columns"],
     header=spec["file"]["header"],
+    id_column=spec["file"]["id_column"],
 )
 check_priors(snakemake.wildcards.dataset, spec, data.y, data.names)
 truth = {
@@ -21,7 +22,7 @@ truth = {
     "checksum": snakemake.params.checksum,
 }
 write_dataset(
-    Dataset(y=data.y, truth=truth, columns=data.columns),
+    Dataset(y=data.y, truth=truth, columns=data.columns, ids=data.ids, id_column=data.id_column),
     snakemake.output.csv,
     snakemake.output.truth,
 )

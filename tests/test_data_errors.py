@@ -94,6 +94,16 @@ def test_a_column_missing_from_the_header_fails_the_config_check(tmp_path: Path)
         validate_config(config, base_dir=tmp_path)
     config["datasets"]["d"]["file"]["path"] = "data/semi.csv"  # one field: ingest explains
     validate_config(config, base_dir=tmp_path)
+    config["datasets"]["d"]["file"] = {"path": str(path), "columns": ["a"], "id_column": "id"}
+    with pytest.raises(ConfigError, match=re.escape(
+        "config: 'datasets.d.file.id_column' = 'id': ['id'] not in the header of "
+    )):  # fmt: skip
+        validate_config(config, base_dir=tmp_path)
+    config["datasets"]["d"]["file"]["id_column"] = "a"
+    with pytest.raises(
+        ConfigError, match=re.escape("'datasets.d.file.id_column' = 'a' is also in")
+    ):
+        validate_config(config, base_dir=tmp_path)
 
 
 def test_unused_columns_may_be_unnamed_or_repeated(tmp_path: Path) -> None:
@@ -179,3 +189,14 @@ def test_workflow_missing_file_fails_before_any_job(tmp_path: Path) -> None:
     assert "config: 'datasets.mine.file.path' = 'data/absent.csv': data file not found" in text
     assert str(workdir / "data" / "absent.csv") in text
     assert not (workdir / "results").exists()
+
+
+def test_an_id_column_must_exist_and_not_be_a_coordinate(tmp_path: Path) -> None:
+    path = tmp_path / "ids.csv"
+    path.write_bytes(b"id,x,y\nA,1,2\nB,3,4\n")
+    with pytest.raises(DataError, match=r"id column 'name' not found \(has \['id', 'x', 'y'\]\)"):
+        read_dataset(path, k=2, id_column="name")
+    with pytest.raises(DataError, match="id column 'x' is also one of the columns"):
+        read_dataset(path, k=2, columns=["x", "y"], id_column="x")
+    data = read_dataset(path, k=2, columns=["y"], id_column="id")
+    assert data.names == ["y"] and data.ids.tolist() == ["A", "B"]

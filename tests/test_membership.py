@@ -140,3 +140,31 @@ def test_loo_reads_the_fit_parameters(tmp_path):
 
     params = flat_params(az.from_netcdf(fake["posteriors"]["nuts"]).posterior)
     assert params["mu"].shape == (400, 2, 2) and params["theta"].shape == (400, 2)
+
+
+def test_a_files_id_column_is_carried_into_membership_csv(tmp_path):
+    """`file.id_column`: the ids are read as text, are not a coordinate, survive the pipeline's
+    data files, and name each row of membership.csv beside `point`."""
+    from gmmpipe.data import load_dataset, read_dataset, write_dataset
+
+    fake = write_fake_dataset(tmp_path / "d", k=2, n=60, methods={"nuts": "nuts"})
+    frame = pd.read_csv(fake["data"]).drop(columns="z")
+    frame.insert(1, "sample", [f"S{i:03d}" for i in range(len(frame))])
+    own = tmp_path / "own.csv"
+    frame.to_csv(own, index=False)
+    data = read_dataset(own, k=2, id_column="sample")  # every other column is a coordinate
+    assert data.names == ["x1", "x2"] and data.ids[0] == "S000"
+    write_dataset(data, tmp_path / "data.csv", tmp_path / "data.json")
+    assert load_dataset(tmp_path / "data.csv", tmp_path / "data.json").ids.tolist() == list(
+        frame["sample"]
+    )
+    membership.write_membership(
+        data=tmp_path / "data.csv",
+        dataset_json=tmp_path / "data.json",
+        posterior=fake["posteriors"]["nuts"],
+        table=tmp_path / "membership.csv",
+        summary=tmp_path / "membership.json",
+    )
+    table = pd.read_csv(tmp_path / "membership.csv")
+    assert list(table.columns[:4]) == ["point", "sample", "x1", "x2"]
+    assert table["sample"].tolist() == frame["sample"].tolist()

@@ -284,11 +284,20 @@ def _check_files(config: dict[str, Any], base_dir: Path) -> None:
 
 
 def _check_header(name: str, file_spec: Mapping[str, Any], path: Path) -> None:
-    """`file.columns` against a CSV file's header row, read before any job runs (a typo would
-    otherwise fail the ingest job beside the compile). Only a plainly comma-separated UTF-8
-    header is checked here; every other case is the ingest job's (gmmpipe.data)."""
-    columns = file_spec.get("columns") or []
-    if not columns or not file_spec.get("header", True) or path.suffix.lower() in PARQUET_SUFFIXES:
+    """`file.columns` and `file.id_column` against a CSV file's header row, read before any job
+    runs (a typo would otherwise fail the ingest job beside the compile). Only a plainly
+    comma-separated UTF-8 header is checked here; every other case is the ingest job's."""
+    given = {"columns": list(file_spec.get("columns") or [])}
+    if file_spec.get("id_column") in given["columns"]:
+        raise ConfigError(
+            f"config: 'datasets.{name}.file.id_column' = {file_spec['id_column']!r} is also in "
+            "'file.columns': an id names a row, it is not a coordinate"
+        )
+    if file_spec.get("id_column"):
+        given["id_column"] = [file_spec["id_column"]]
+    if not any(given.values()) or not file_spec.get("header", True):
+        return
+    if path.suffix.lower() in PARQUET_SUFFIXES:
         return
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:
@@ -296,12 +305,14 @@ def _check_header(name: str, file_spec: Mapping[str, Any], path: Path) -> None:
     except (UnicodeDecodeError, csv.Error, OSError):
         return
     names = [c.strip() for c in first]
-    missing = [c for c in columns if c not in names]
-    if len(names) > 1 and missing:
-        raise ConfigError(
-            f"config: 'datasets.{name}.file.columns' = {list(columns)!r}: {missing} not in the "
-            f"header of {path} (has {names})"
-        )
+    for key, wanted in given.items():
+        missing = [c for c in wanted if c not in names]
+        if len(names) > 1 and missing:
+            value = wanted if key == "columns" else wanted[0]
+            raise ConfigError(
+                f"config: 'datasets.{name}.file.{key}' = {value!r}: {missing} not in the header "
+                f"of {path} (has {names})"
+            )
 
 
 def _check_semantics(config: Mapping[str, Any]) -> None:

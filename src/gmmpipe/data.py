@@ -32,6 +32,8 @@ class Dataset:
     z: np.ndarray | None = None
     truth: dict[str, Any] = field(default_factory=dict)
     columns: tuple[str, ...] = ()  # the coordinates' names; empty: x1..xD
+    ids: np.ndarray | None = None  # each row's name from the file's id column (text)
+    id_column: str | None = None  # that column's name
 
     @property
     def names(self) -> list[str]:
@@ -148,14 +150,17 @@ def working_scale(y: np.ndarray, covariance: str) -> tuple[np.ndarray, np.ndarra
 
 
 def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path) -> None:
-    """Write the observations (columns named as the dataset's coordinates, plus z when known)
-    and the dataset's JSON.
+    """Write the observations (columns named as the dataset's coordinates, plus z when known,
+    and the rows' ids first when the file has an id column) and the dataset's JSON.
 
-    The JSON lists the coordinate columns (``coordinates``) and the true-assignment column
-    (``assignments``, null when unknown), which :func:`load_dataset` reads back.
+    The JSON lists the coordinate columns (``coordinates``), the true-assignment column
+    (``assignments``, null when unknown) and the id column (``id_column``), which
+    :func:`load_dataset` reads back.
     """
     names = dataset.names
     frame = pd.DataFrame(dataset.y, columns=names)
+    if dataset.ids is not None:
+        frame.insert(0, dataset.id_column, dataset.ids)
     assignments = None
     if dataset.z is not None:
         assignments = ASSIGNMENT_COLUMN
@@ -169,6 +174,7 @@ def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path)
             "d": dataset.d,
             "coordinates": names,
             "assignments": assignments,
+            "id_column": dataset.id_column if dataset.ids is not None else None,
         },
     )
 
@@ -186,7 +192,9 @@ def load_dataset(csv_path: str | Path, json_path: str | Path | None, *, k: int =
         header = pd.read_csv(csv_path, nrows=0).columns
         columns = [c for c in header if c != ASSIGNMENT_COLUMN]
         assignments = ASSIGNMENT_COLUMN if ASSIGNMENT_COLUMN in header else None
-    return read_dataset(csv_path, k=k, columns=columns, assignments=assignments)
+    return read_dataset(
+        csv_path, k=k, columns=columns, assignments=assignments, id_column=info.get("id_column")
+    )
 
 
 #: Leading bytes of files that are not CSV text, and what they are.
@@ -328,6 +336,7 @@ def read_dataset(
     d: int | None = None,
     assignments: str | None = None,
     header: bool = True,
+    id_column: str | None = None,
 ) -> Dataset:
     """Read and validate a CSV or Parquet file (suffix .parquet or .pq) of observations.
 
@@ -342,6 +351,7 @@ def read_dataset(
         its columns is ever dropped.
     header : whether the CSV file's first row names the columns; without it they are named
         x1..xD. A Parquet file always names its columns.
+    id_column : a column naming each row, read as text into ``ids`` and never a coordinate.
 
     Raises
     ------
@@ -358,7 +368,12 @@ def read_dataset(
             raise DataError(f"{path}: 'header: false' is for CSV files; Parquet names its columns")
         names, lines, rows = _read_parquet(path)
     else:
-        names, lines, rows = _read_table(path, header=header, used=columns)
+        used = [*columns, id_column] if columns and id_column else columns
+        names, lines, rows = _read_table(path, header=header, used=used)
+    if id_column is not None and id_column not in names:
+        raise DataError(f"{path}: id column {id_column!r} not found (has {names})")
+    if id_column is not None and columns and id_column in columns:
+        raise DataError(f"{path}: id column {id_column!r} is also one of the columns {columns}")
     if columns:
         missing = [c for c in columns if c not in names]
         if missing:
@@ -368,7 +383,7 @@ def read_dataset(
             raise DataError(f"{path}: columns {list(columns)} name {twice} more than once")
         cols = list(columns)
     else:
-        cols = [c for c in names if c != assignments]
+        cols = [c for c in names if c not in (assignments, id_column)]
     if not cols:
         raise DataError(f"{path}: no data columns (has {names})")
     if d is not None and len(cols) != d:
@@ -402,7 +417,8 @@ def read_dataset(
     if assignments is not None and assignments in frame.columns:
         z = pd.to_numeric(frame[assignments], errors="coerce").to_numpy()
         z = z.astype(int) - 1 if np.all(np.isfinite(z)) else None
-    return Dataset(y=y, z=z, columns=tuple(cols))
+    ids = None if id_column is None else frame[id_column].str.strip().to_numpy(dtype=object)
+    return Dataset(y=y, z=z, columns=tuple(cols), ids=ids, id_column=id_column)
 
 
 #: Largest magnitude of a coordinate: its square, and sums of squares over many rows, stay far

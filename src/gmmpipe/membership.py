@@ -93,11 +93,17 @@ def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def membership_table(
-    y: np.ndarray, names: list[str], result: Mapping[str, np.ndarray]
+    y: np.ndarray,
+    names: list[str],
+    result: Mapping[str, np.ndarray],
+    ids: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """One row per point: its coordinates, label, entropy, and per component k the mean
-    responsibility ``p{k}`` with its interval ``p{k}_q05``, ``p{k}_q95``."""
+    """One row per point: its number, its id (`ids`: the id column's name and values), its
+    coordinates, label, entropy, and per component k the mean responsibility ``p{k}`` with its
+    interval ``p{k}_q05``, ``p{k}_q95``."""
     frame = pd.DataFrame(y, columns=names)
+    for name, values in (ids or {}).items():
+        frame.insert(0, name, values)
     frame.insert(0, "point", np.arange(1, len(y) + 1))
     frame["label"] = result["label"]
     frame["entropy"] = result["entropy"]
@@ -127,7 +133,8 @@ def write_membership(
     with xr.open_dataset(posterior, group="posterior") as stored:
         draws = stored.load()
     result = responsibilities(dataset.y, flat_params(draws), max_draws=max_draws)
-    frame = membership_table(dataset.y, dataset.names, result)
+    ids = {dataset.id_column: dataset.ids} if dataset.ids is not None else None
+    frame = membership_table(dataset.y, dataset.names, result, ids)
     if dataset.z is not None:
         frame.insert(1 + dataset.d, "z", dataset.z + 1)
     if Path(table).suffix.lower() in PARQUET_SUFFIXES:

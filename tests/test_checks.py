@@ -67,6 +67,9 @@ def test_non_finite_draws_fail_the_mode_component_and_predictive_checks():
     assert far["detail"].startswith("component 1: mean [") and "is nan data sd" in far["detail"]
     draws.theta[0, 0] = np.nan
     assert not component_checks(draws, y, THRESHOLDS)[0]["passed"]
+    draws.stats.update(_sampler_stats(rng, 4, 300))
+    rhat = nuts_checks(draws, THRESHOLDS_NUTS, max_treedepth=10)[0]
+    assert not rhat["passed"] and rhat["detail"] == "at mu[1, 1]"  # R-hat undefined there
     failed = ppc_check({"ks_z": [0.5, np.nan], "ks_p": [0.4, np.nan], "draws": 100}, THRESHOLDS)
     assert not failed["passed"] and failed["detail"].startswith("coordinate 2:")
 
@@ -139,9 +142,10 @@ def test_failed_r_hat_and_ess_name_the_parameter_element():
     rng = np.random.default_rng(8)
     n = 500
     stats = _sampler_stats(rng, 4, n)
-    omega = np.broadcast_to(np.eye(3), (4, n, 2, 3, 3)).copy()
-    shifted = rng.uniform(-0.3, 0.3, size=(4, n)) + np.array([[0], [0.4], [0], [0]])  # chain 2
-    omega[:, :, 1, 2, 0] = omega[:, :, 1, 0, 2] = shifted
+    noise = 0.1 * np.tril(rng.normal(size=(4, n, 2, 3, 3)), k=-1)
+    omega = np.eye(3) + noise + np.swapaxes(noise, -1, -2)
+    omega[1, :, 1, 2, 0] += 0.2  # chain 2's Omega[2, 3, 1] elsewhere
+    omega[1, :, 1, 0, 2] += 0.2
     draws = Draws(
         mu=rng.normal(size=(4, n, 2, 3)),
         theta=rng.dirichlet([5, 5], size=(4, n)),

@@ -123,9 +123,9 @@ def nuts_checks(draws: Draws, thresholds: Mapping[str, Any], max_treedepth: int)
     R-hat, as for several chains, so it still flags a chain that drifts)."""
     posterior = _free_parameters(draws)
     halves = {name: chains_or_halves(value) for name, value in posterior.items()}
-    rhat, rhat_at = _extreme(halves, az.rhat, np.nanargmax)
-    ess_bulk, bulk_at = _extreme(posterior, lambda v: az.ess(v, method="bulk"), np.nanargmin)
-    ess_tail, tail_at = _extreme(posterior, lambda v: az.ess(v, method="tail"), np.nanargmin)
+    rhat, rhat_at = _extreme(halves, az.rhat, np.argmax)
+    ess_bulk, bulk_at = _extreme(posterior, lambda v: az.ess(v, method="bulk"), np.argmin)
+    ess_tail, tail_at = _extreme(posterior, lambda v: az.ess(v, method="tail"), np.argmin)
     divergences = int(draws.stats["diverging"].sum())
     treedepth_frac = float((draws.stats["tree_depth"] >= max_treedepth).mean())
     ebfmi = float(np.min(az.bfmi(draws.stats["energy"])))
@@ -182,9 +182,10 @@ def _named_check(name: str, value: float, threshold: float, passed: bool, at: st
 
 
 def _extreme(posterior: Mapping[str, np.ndarray], statistic: Any, arg: Any) -> tuple[float, str]:
-    """The largest (`arg` np.nanargmax) or smallest (np.nanargmin) value of an ArviZ
-    `statistic` (rhat, ess) over every parameter element, and the element's name, e.g.
-    ``sigma[3, 2]`` (components and coordinates from 1); NaN and "" if every value is NaN."""
+    """The largest (`arg` np.argmax) or smallest (np.argmin) value of an ArviZ `statistic`
+    (rhat, ess) over every parameter element, and the element's name, e.g. ``sigma[3, 2]``
+    (components and coordinates from 1). NaN, and the first such element, where the statistic
+    is undefined: draws that never move or are not finite, which no threshold passes."""
     values, names = [], []
     for name, value in posterior.items():
         result = np.asarray(statistic(az.convert_to_dataset({name: value}))[name])
@@ -196,8 +197,9 @@ def _extreme(posterior: Mapping[str, np.ndarray], statistic: Any, arg: Any) -> t
             if name == "Omega":
                 index = (index[0], *below[index[1]])
             names.append(f"{name}[{', '.join(str(i + 1) for i in index)}]" if index else name)
-    if not np.isfinite(values).any():
-        return float("nan"), ""
+    undefined = np.flatnonzero(np.isnan(values))
+    if undefined.size or not values:
+        return float("nan"), names[undefined[0]] if undefined.size else ""
     at = int(arg(values))
     return values[at], names[at]
 

@@ -370,6 +370,35 @@ def read_dataset(
     else:
         used = [*columns, id_column] if columns and id_column else columns
         names, lines, rows = _read_table(path, header=header, used=used)
+    cols = _coordinate_columns(path, names, columns, assignments, id_column)
+    if d is not None and len(cols) != d:
+        raise DataError(f"{path}: has {len(cols)} data columns {cols}, expected D = {d}")
+    if not rows:
+        raise DataError(f"{path}: header only, no data rows")
+    frame = pd.DataFrame(rows, columns=names, dtype=str)
+    y = np.column_stack(
+        [_numbers(path, frame[col].str.strip(), col, lines, every=not columns) for col in cols]
+    )
+    if len(y) < k:
+        rows = f"{len(y)} row" + ("" if len(y) == 1 else "s")
+        raise DataError(f"{path}: {rows}, fewer than the K = {k} mixture components")
+    z = None
+    if assignments is not None and assignments in frame.columns:
+        z = pd.to_numeric(frame[assignments], errors="coerce").to_numpy()
+        z = z.astype(int) - 1 if np.all(np.isfinite(z)) else None
+    ids = None if id_column is None else frame[id_column].str.strip().to_numpy(dtype=object)
+    return Dataset(y=y, z=z, columns=tuple(cols), ids=ids, id_column=id_column)
+
+
+def _coordinate_columns(
+    path: Path,
+    names: list[str],
+    columns: Sequence[str] | None,
+    assignments: str | None,
+    id_column: str | None,
+) -> list[str]:
+    """The coordinates among a file's columns `names`: `columns`, else all but the assignments
+    and the id column (see :func:`read_dataset`)."""
     if id_column is not None and id_column not in names:
         raise DataError(f"{path}: id column {id_column!r} not found (has {names})")
     if id_column is not None and columns and id_column in columns:
@@ -381,44 +410,32 @@ def read_dataset(
         twice = sorted({c for c in columns if list(columns).count(c) > 1})
         if twice:
             raise DataError(f"{path}: columns {list(columns)} name {twice} more than once")
-        cols = list(columns)
-    else:
-        cols = [c for c in names if c not in (assignments, id_column)]
+        return list(columns)
+    cols = [c for c in names if c not in (assignments, id_column)]
     if not cols:
         raise DataError(f"{path}: no data columns (has {names})")
-    if d is not None and len(cols) != d:
-        raise DataError(f"{path}: has {len(cols)} data columns {cols}, expected D = {d}")
-    if not rows:
-        raise DataError(f"{path}: header only, no data rows")
-    frame = pd.DataFrame(rows, columns=names, dtype=str)
-    y = np.empty((len(frame), len(cols)))
-    for j, col in enumerate(cols):
-        cells = frame[col].str.strip()
-        values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=float)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            row = int(bad[0])
-            cell = cells.iloc[row]
-            problem = "empty cell" if not cell else f"{cell!r} is not a finite number"
-            if not columns and cell and np.isfinite(values).sum() < len(values) / 2:
-                # mostly text (an id, a label) among every column: the default selection
-                problem += "; to fit only some columns, list them in the dataset's file.columns"
-            raise DataError(f"{path}: row {lines[row]}, column '{col}': {problem}")
-        problem = _scale_problem(values)
-        if problem:
-            row, text = problem
-            where = f"row {lines[row]}, column '{col}'" if row is not None else f"column '{col}'"
-            raise DataError(f"{path}: {where}: {text}")
-        y[:, j] = values
-    if len(y) < k:
-        rows = f"{len(y)} row" + ("" if len(y) == 1 else "s")
-        raise DataError(f"{path}: {rows}, fewer than the K = {k} mixture components")
-    z = None
-    if assignments is not None and assignments in frame.columns:
-        z = pd.to_numeric(frame[assignments], errors="coerce").to_numpy()
-        z = z.astype(int) - 1 if np.all(np.isfinite(z)) else None
-    ids = None if id_column is None else frame[id_column].str.strip().to_numpy(dtype=object)
-    return Dataset(y=y, z=z, columns=tuple(cols), ids=ids, id_column=id_column)
+    return cols
+
+
+def _numbers(path: Path, cells: pd.Series, col: str, lines: list[int], every: bool) -> np.ndarray:
+    """A column's cells (text) as finite numbers on a sane scale, else a DataError naming the
+    row and column; `every`: the column is one of every column (no `columns` given)."""
+    values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        row = int(bad[0])
+        cell = cells.iloc[row]
+        problem = "empty cell" if not cell else f"{cell!r} is not a finite number"
+        if every and cell and np.isfinite(values).sum() < len(values) / 2:
+            # mostly text (an id, a label) among every column: the default selection
+            problem += "; to fit only some columns, list them in the dataset's file.columns"
+        raise DataError(f"{path}: row {lines[row]}, column '{col}': {problem}")
+    problem = _scale_problem(values)
+    if problem:
+        row, text = problem
+        where = f"row {lines[row]}, column '{col}'" if row is not None else f"column '{col}'"
+        raise DataError(f"{path}: {where}: {text}")
+    return values
 
 
 #: Largest magnitude of a coordinate: its square, and sums of squares over many rows, stay far

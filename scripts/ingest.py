@@ -12,7 +12,7 @@ data = read_dataset(
     k=k,
     columns=spec["file"]["columns"],
     header=spec["file"]["header"],
-    id_column=spec["file"]["id_column"],
+    id_column=spec["file"].get("id_column"),
 )
 check_priors(snakemake.wildcards.dataset, spec, data.y, data.names)
 truth = {

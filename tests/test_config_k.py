@@ -67,8 +67,13 @@ def test_compare_method():
     with pytest.raises(ConfigError, match=r"method 'lap' gives 99 draws; PSIS-LOO needs at least"):
         compare_method(config, ["map", "lap"])
     (dataset,) = config["datasets"]
-    config["datasets"][dataset]["model"]["K"] = 2  # one K: no comparison, any draws
+    config["datasets"]["other"] = config["datasets"][dataset]
+    config["datasets"][dataset] = {**config["datasets"][dataset], "model": {"K": 2}}
+    config["targets"]["datasets"] = [dataset]  # the dataset with a K list is not a target
     assert compare_method(config, ["map", "lap"]) == "lap"
+    config["targets"]["datasets"] = []  # every dataset, "other" too
+    with pytest.raises(ConfigError, match="gives 99 draws"):
+        compare_method(config, ["map", "lap"])
 
 
 def test_sbc_needs_one_k():

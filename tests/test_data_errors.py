@@ -94,6 +94,9 @@ def test_a_column_missing_from_the_header_fails_the_config_check(tmp_path: Path)
         validate_config(config, base_dir=tmp_path)
     config["datasets"]["d"]["file"]["path"] = "data/semi.csv"  # one field: ingest explains
     validate_config(config, base_dir=tmp_path)
+    (tmp_path / "data" / "plain.csv").write_bytes(b"1.5,2.5\n3,4\n")  # no header row: ingest
+    config["datasets"]["d"]["file"] = {"path": "data/plain.csv", "columns": ["x1", "x2"]}
+    validate_config(config, base_dir=tmp_path)  # ... says to set header: false
     config["datasets"]["d"]["file"] = {"path": str(path), "columns": ["a"], "id_column": "id"}
     with pytest.raises(ConfigError, match=re.escape(
         "config: 'datasets.d.file.id_column' = 'id': ['id'] not in the header of "
@@ -200,3 +203,31 @@ def test_an_id_column_must_exist_and_not_be_a_coordinate(tmp_path: Path) -> None
         read_dataset(path, k=2, columns=["x", "y"], id_column="x")
     data = read_dataset(path, k=2, columns=["y"], id_column="id")
     assert data.names == ["y"] and data.ids.tolist() == ["A", "B"]
+
+
+@pytest.mark.parametrize("name", ["point", "label", "entropy", "p2", "p1_q95"])
+def test_columns_may_not_take_a_membership_column_name(tmp_path: Path, name: str) -> None:
+    """membership.csv writes point, label, entropy and p{k}...: a coordinate or id of that name
+    would be overwritten (or crash the job), so the file's column is refused, naming it."""
+    path = tmp_path / "named.csv"
+    path.write_text(f"{name},x,y\n1,2,3\n4,5,6\n")
+    with pytest.raises(DataError, match=f"column '{name}' has a name membership.csv gives"):
+        read_dataset(path, k=2)
+    with pytest.raises(DataError, match=f"column '{name}' has a name membership.csv gives"):
+        read_dataset(path, k=2, columns=["x", "y"], id_column=name)
+    config = small_config(datasets={"d": {"file": {"path": str(path), "id_column": name},
+                                          "model": {"K": 2}}})  # fmt: skip
+    with pytest.raises(ConfigError, match=f"'datasets.d.file.id_column' names '{name}'"):
+        validate_config(config, base_dir=tmp_path)
+
+
+def test_parquet_integer_ids_with_a_missing_value_stay_integers(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "ids.parquet"
+    table = pa.table({"sid": pa.array([101, None, 103], pa.int64()), "x": [1.0, 2.5, 4.0]})
+    pq.write_table(table, path)
+    assert read_dataset(path, k=2, id_column="sid").ids.tolist() == ["101", "", "103"]
+    with pytest.raises(DataError, match="row 3, column 'sid': empty cell"):
+        read_dataset(path, k=2, columns=["sid", "x"])

@@ -4,6 +4,7 @@ column names carried into the outputs (no CmdStan)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -166,5 +167,16 @@ def test_a_files_id_column_is_carried_into_membership_csv(tmp_path):
         summary=tmp_path / "membership.json",
     )
     table = pd.read_csv(tmp_path / "membership.csv")
-    assert list(table.columns[:4]) == ["point", "sample", "x1", "x2"]
+    assert list(table.columns[:5]) == ["point", "sample", "x1", "x2", "label"]
     assert table["sample"].tolist() == frame["sample"].tolist()
+    with_z = replace(data, z=np.zeros(data.n, dtype=int))  # simulated data's z: after the x's
+    write_dataset(with_z, tmp_path / "z.csv", tmp_path / "z.json")
+    membership.write_membership(
+        data=tmp_path / "z.csv",
+        dataset_json=tmp_path / "z.json",
+        posterior=fake["posteriors"]["nuts"],
+        table=tmp_path / "membership_z.csv",
+        summary=tmp_path / "membership_z.json",
+    )
+    columns = pd.read_csv(tmp_path / "membership_z.csv").columns[:5]
+    assert list(columns) == ["point", "sample", "x1", "x2", "z"]

@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 from gmmpipe.errors import ConfigError, DataError
-from gmmpipe.layout import PARQUET_SUFFIXES
+from gmmpipe.layout import MEMBERSHIP_NAMES, PARQUET_SUFFIXES
 from gmmpipe.priors import complete_config, resolve_priors
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
@@ -295,6 +295,14 @@ def _check_header(name: str, file_spec: Mapping[str, Any], path: Path) -> None:
         )
     if file_spec.get("id_column"):
         given["id_column"] = [file_spec["id_column"]]
+    for key, wanted in given.items():
+        taken = [c for c in wanted if MEMBERSHIP_NAMES.match(c)]
+        if taken:
+            raise ConfigError(
+                f"config: 'datasets.{name}.file.{key}' names {taken[0]!r}, a name membership.csv "
+                "gives its own columns (point, label, entropy, p1, p1_q05, ...): rename the "
+                "file's column"
+            )
     if not any(given.values()) or not file_spec.get("header", True):
         return
     if path.suffix.lower() in PARQUET_SUFFIXES:
@@ -305,6 +313,8 @@ def _check_header(name: str, file_spec: Mapping[str, Any], path: Path) -> None:
     except (UnicodeDecodeError, csv.Error, OSError):
         return
     names = [c.strip() for c in first]
+    if all(_is_float(n) for n in names):  # no header row: the ingest job says so
+        return
     for key, wanted in given.items():
         missing = [c for c in wanted if c not in names]
         if len(names) > 1 and missing:
@@ -313,6 +323,14 @@ def _check_header(name: str, file_spec: Mapping[str, Any], path: Path) -> None:
                 f"config: 'datasets.{name}.file.{key}' = {value!r}: {missing} not in the header "
                 f"of {path} (has {names})"
             )
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_semantics(config: Mapping[str, Any]) -> None:
@@ -459,7 +477,7 @@ def compare_method(config: Mapping[str, Any], methods: list[str]) -> str | None:
     """The method whose fits the compare step ranks across K: `compare.method`, else the first
     of the target `methods` by DRAW_ALGORITHMS' order; None when no target method has draws.
 
-    Raises ConfigError when a dataset has several K and that method has fewer than
+    Raises ConfigError when a target dataset has several K and that method has fewer than
     :data:`MIN_LOO_DRAWS` draws."""
     name = config.get("compare", {}).get("method")
     if name is not None:
@@ -475,7 +493,8 @@ def compare_method(config: Mapping[str, Any], methods: list[str]) -> str | None:
             m for a in DRAW_ALGORITHMS for m in methods if config["methods"][m]["algorithm"] == a
         ]
         name = by_order[0] if by_order else None
-    compared = any(len(model_ks(ds["model"])) > 1 for ds in config["datasets"].values())
+    targets = config.get("targets", {}).get("datasets") or list(config["datasets"])
+    compared = any(len(model_ks(config["datasets"][ds]["model"])) > 1 for ds in targets)
     draws = _draw_count(config["methods"][name]) if name is not None else MIN_LOO_DRAWS
     if compared and draws < MIN_LOO_DRAWS:
         raise ConfigError(

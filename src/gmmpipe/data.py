@@ -15,7 +15,7 @@ import pandas as pd
 
 from gmmpipe.errors import DataError
 from gmmpipe.io import read_json, write_csv, write_json
-from gmmpipe.layout import PARQUET_SUFFIXES
+from gmmpipe.layout import MEMBERSHIP_NAMES, PARQUET_SUFFIXES
 from gmmpipe.priors import resolve_priors
 
 logger = logging.getLogger(__name__)
@@ -154,8 +154,8 @@ def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path)
     and the rows' ids first when the file has an id column) and the dataset's JSON.
 
     The JSON lists the coordinate columns (``coordinates``), the true-assignment column
-    (``assignments``, null when unknown) and the id column (``id_column``), which
-    :func:`load_dataset` reads back.
+    (``assignments``, null when unknown) and, when there are ids, their column
+    (``id_column``), which :func:`load_dataset` reads back.
     """
     names = dataset.names
     frame = pd.DataFrame(dataset.y, columns=names)
@@ -174,7 +174,7 @@ def write_dataset(dataset: Dataset, csv_path: str | Path, json_path: str | Path)
             "d": dataset.d,
             "coordinates": names,
             "assignments": assignments,
-            "id_column": dataset.id_column if dataset.ids is not None else None,
+            **({"id_column": dataset.id_column} if dataset.ids is not None else {}),
         },
     )
 
@@ -304,7 +304,9 @@ def _read_parquet(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
     being row 2, as in a CSV file with its header) and cells as text, so that the same
     validations apply."""
     try:
-        frame = pd.read_parquet(path)
+        # nullable dtypes: an integer column with a missing value stays integers (ids 101, not
+        # 101.0), the missing value an empty cell
+        frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
     except ImportError as err:
         raise DataError(f"{path}: reading Parquet needs pyarrow ({err})") from None
     except Exception as err:  # pyarrow raises several types for unreadable files
@@ -403,6 +405,13 @@ def _coordinate_columns(
         raise DataError(f"{path}: id column {id_column!r} not found (has {names})")
     if id_column is not None and columns and id_column in columns:
         raise DataError(f"{path}: id column {id_column!r} is also one of the columns {columns}")
+    chosen = [*(columns or [c for c in names if c not in (assignments, id_column)]), id_column]
+    taken = [c for c in chosen if c is not None and MEMBERSHIP_NAMES.match(c)]
+    if taken:
+        raise DataError(
+            f"{path}: column {taken[0]!r} has a name membership.csv gives its own columns "
+            "(point, label, entropy, p1, p1_q05, ...): rename it in the file"
+        )
     if columns:
         missing = [c for c in columns if c not in names]
         if missing:

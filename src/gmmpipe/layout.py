@@ -6,6 +6,7 @@ nothing but Snakemake installed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 #: The outputs of one fit by name: what :func:`gmmpipe.fit.fit_dataset` writes (``elbo`` for
@@ -19,6 +20,9 @@ FIT_FILES = {
     "cmdstan": "cmdstan",
 }
 
+
+#: Names of membership.csv's own columns, which no column of a user's file may have.
+MEMBERSHIP_NAMES = re.compile(r"^(point|label|entropy|p\d+(_q05|_q95)?)$")
 
 #: Suffixes (any case) of the Parquet files read and written; every other file is CSV.
 PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -135,8 +135,8 @@ def write_membership(
     result = responsibilities(dataset.y, flat_params(draws), max_draws=max_draws)
     ids = {dataset.id_column: dataset.ids} if dataset.ids is not None else None
     frame = membership_table(dataset.y, dataset.names, result, ids)
-    if dataset.z is not None:
-        frame.insert(1 + dataset.d, "z", dataset.z + 1)
+    if dataset.z is not None:  # after point, the ids and the coordinates
+        frame.insert(1 + len(ids or {}) + dataset.d, "z", dataset.z + 1)
     if Path(table).suffix.lower() in PARQUET_SUFFIXES:
         with atomic_path(table) as tmp:
             frame.to_parquet(tmp, index=False)

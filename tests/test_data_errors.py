@@ -231,3 +231,9 @@ def test_parquet_integer_ids_with_a_missing_value_stay_integers(tmp_path: Path) 
     assert read_dataset(path, k=2, id_column="sid").ids.tolist() == ["101", "", "103"]
     with pytest.raises(DataError, match="row 3, column 'sid': empty cell"):
         read_dataset(path, k=2, columns=["sid", "x"])
+    floats = tmp_path / "floats.parquet"  # a missing value and a NaN stay apart
+    pq.write_table(pa.table({"a": [1.0, None, 2.0], "b": [1.0, 2.0, float("nan")]}), floats)
+    with pytest.raises(DataError, match="row 3, column 'a': empty cell"):
+        read_dataset(floats, k=2)
+    with pytest.raises(DataError, match="row 4, column 'b': 'nan' is not a finite number"):
+        read_dataset(floats, k=2, columns=["b"])

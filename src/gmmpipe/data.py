@@ -304,9 +304,9 @@ def _read_parquet(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
     being row 2, as in a CSV file with its header) and cells as text, so that the same
     validations apply."""
     try:
-        # nullable dtypes: an integer column with a missing value stays integers (ids 101, not
-        # 101.0), the missing value an empty cell
-        frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
+        # Arrow's own dtypes: a missing value is an empty cell and a float NaN stays NaN, and an
+        # integer column with a missing value stays integers (ids 101, not 101.0)
+        frame = pd.read_parquet(path, dtype_backend="pyarrow")
     except ImportError as err:
         raise DataError(f"{path}: reading Parquet needs pyarrow ({err})") from None
     except Exception as err:  # pyarrow raises several types for unreadable files

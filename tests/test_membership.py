@@ -159,24 +159,21 @@ def test_a_files_id_column_is_carried_into_membership_csv(tmp_path):
     assert load_dataset(tmp_path / "data.csv", tmp_path / "data.json").ids.tolist() == list(
         frame["sample"]
     )
-    membership.write_membership(
-        data=tmp_path / "data.csv",
-        dataset_json=tmp_path / "data.json",
-        posterior=fake["posteriors"]["nuts"],
-        table=tmp_path / "membership.csv",
-        summary=tmp_path / "membership.json",
-    )
-    table = pd.read_csv(tmp_path / "membership.csv")
+
+    def membership_of(dataset, name):
+        write_dataset(dataset, tmp_path / f"{name}.csv", tmp_path / f"{name}.json")
+        membership.write_membership(
+            data=tmp_path / f"{name}.csv",
+            dataset_json=tmp_path / f"{name}.json",
+            posterior=fake["posteriors"]["nuts"],
+            table=tmp_path / f"{name}_membership.csv",
+            summary=tmp_path / f"{name}_membership.json",
+        )
+        return pd.read_csv(tmp_path / f"{name}_membership.csv")
+
+    table = membership_of(data, "data")
     assert list(table.columns[:5]) == ["point", "sample", "x1", "x2", "label"]
     assert table["sample"].tolist() == frame["sample"].tolist()
     with_z = replace(data, z=np.zeros(data.n, dtype=int))  # simulated data's z: after the x's
-    write_dataset(with_z, tmp_path / "z.csv", tmp_path / "z.json")
-    membership.write_membership(
-        data=tmp_path / "z.csv",
-        dataset_json=tmp_path / "z.json",
-        posterior=fake["posteriors"]["nuts"],
-        table=tmp_path / "membership_z.csv",
-        summary=tmp_path / "membership_z.json",
-    )
-    columns = pd.read_csv(tmp_path / "membership_z.csv").columns[:5]
+    columns = membership_of(with_z, "z").columns[:5]
     assert list(columns) == ["point", "sample", "x1", "x2", "z"]

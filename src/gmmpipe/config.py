@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 from gmmpipe.errors import ConfigError, DataError
-from gmmpipe.layout import MEMBERSHIP_NAMES, PARQUET_SUFFIXES
+from gmmpipe.layout import MEMBERSHIP_NAMES, PARQUET_SUFFIXES, is_number
 from gmmpipe.priors import complete_config, resolve_priors
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
@@ -313,7 +313,7 @@ def _check_header(name: str, file_spec: Mapping[str, Any], path: Path) -> None:
     except (UnicodeDecodeError, csv.Error, OSError):
         return
     names = [c.strip() for c in first]
-    if all(_is_float(n) for n in names):  # no header row: the ingest job says so
+    if all(is_number(n) for n in names):  # no header row: the ingest job says so
         return
     for key, wanted in given.items():
         missing = [c for c in wanted if c not in names]
@@ -323,14 +323,6 @@ def _check_header(name: str, file_spec: Mapping[str, Any], path: Path) -> None:
                 f"config: 'datasets.{name}.file.{key}' = {value!r}: {missing} not in the header "
                 f"of {path} (has {names})"
             )
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _check_semantics(config: Mapping[str, Any]) -> None:

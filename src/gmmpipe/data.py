@@ -15,7 +15,7 @@ import pandas as pd
 
 from gmmpipe.errors import DataError
 from gmmpipe.io import read_json, write_csv, write_json
-from gmmpipe.layout import MEMBERSHIP_NAMES, PARQUET_SUFFIXES
+from gmmpipe.layout import MEMBERSHIP_NAMES, PARQUET_SUFFIXES, is_number
 from gmmpipe.priors import resolve_priors
 
 logger = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ def _read_table(
             )
         if name in names[:j]:
             raise DataError(f"{path}: row {lines[0]}: column name {name!r} appears twice")
-    if all(_is_number(name) for name in names):
+    if all(is_number(name) for name in names):
         raise DataError(
             f"{path}: row {lines[0]}: the header {names} is all numbers, so the file seems to "
             "have no header row and its first observation would be lost; add a header row, or "
@@ -286,14 +286,6 @@ def _check_row_lengths(
             raise DataError(
                 f"{path}: row {line}: {fields}, but {first} has {len(names)} columns {names}"
             )
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 #: File suffixes read as Parquet; any other file is read as CSV.

@@ -1,4 +1,5 @@
-"""Where the workflow writes a fit: names and folders only (stdlib, no numerical imports).
+"""Where the workflow writes a fit, and the names it gives or reads: names, folders and file
+suffixes only (stdlib, no numerical imports).
 
 The Snakemake controller imports this module at parse time; with ``--sdm conda`` it runs with
 nothing but Snakemake installed.
@@ -40,3 +41,12 @@ def fit_paths(folder: str | Path) -> dict[str, Path]:
     """The output paths of a fit written into `folder`, as :func:`gmmpipe.fit.fit_dataset`
     takes them."""
     return {name: Path(folder) / file for name, file in FIT_FILES.items()}
+
+
+def is_number(text: str) -> bool:
+    """Whether a CSV header cell reads as a number: a header row of numbers is data."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

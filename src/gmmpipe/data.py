@@ -373,6 +373,12 @@ def read_dataset(
     y = np.column_stack(
         [_numbers(path, frame[col].str.strip(), col, lines, every=not columns) for col in cols]
     )
+    taken = [c for c in [*cols, id_column] if c is not None and MEMBERSHIP_NAMES.match(c)]
+    if taken:  # after the cells: a text column among every column is better told to leave out
+        raise DataError(
+            f"{path}: column {taken[0]!r} has a name membership.csv gives its own columns "
+            "(point, label, entropy, p1, p1_q05, ...): rename it in the file"
+        )
     if len(y) < k:
         rows = f"{len(y)} row" + ("" if len(y) == 1 else "s")
         raise DataError(f"{path}: {rows}, fewer than the K = {k} mixture components")
@@ -397,13 +403,6 @@ def _coordinate_columns(
         raise DataError(f"{path}: id column {id_column!r} not found (has {names})")
     if id_column is not None and columns and id_column in columns:
         raise DataError(f"{path}: id column {id_column!r} is also one of the columns {columns}")
-    chosen = [*(columns or [c for c in names if c not in (assignments, id_column)]), id_column]
-    taken = [c for c in chosen if c is not None and MEMBERSHIP_NAMES.match(c)]
-    if taken:
-        raise DataError(
-            f"{path}: column {taken[0]!r} has a name membership.csv gives its own columns "
-            "(point, label, entropy, p1, p1_q05, ...): rename it in the file"
-        )
     if columns:
         missing = [c for c in columns if c not in names]
         if missing:

@@ -280,13 +280,14 @@ def _check_files(config: dict[str, Any], base_dir: Path) -> None:
             raise ConfigError(f"{where}: not a regular file (resolved to {resolved})")
         if not os.access(resolved, os.R_OK):
             raise ConfigError(f"{where}: file is not readable (resolved to {resolved})")
-        _check_header(name, dataset["file"], resolved)
+        _check_file_columns(name, dataset["file"], resolved)
 
 
-def _check_header(name: str, file_spec: Mapping[str, Any], path: Path) -> None:
-    """`file.columns` and `file.id_column` against a CSV file's header row, read before any job
-    runs (a typo would otherwise fail the ingest job beside the compile). Only a plainly
-    comma-separated UTF-8 header is checked here; every other case is the ingest job's."""
+def _check_file_columns(name: str, file_spec: Mapping[str, Any], path: Path) -> None:
+    """`file.columns` and `file.id_column` before any job runs: the id is not a coordinate,
+    neither takes a name of membership.csv's own columns, and both are in a CSV file's header
+    row (a typo would otherwise fail the ingest job beside the compile). Only a plainly
+    comma-separated UTF-8 header is read here; every other case is the ingest job's."""
     given = {"columns": list(file_spec.get("columns") or [])}
     if file_spec.get("id_column") in given["columns"]:
         raise ConfigError(

@@ -5,7 +5,8 @@
                                      [--nuts KEY=VALUE ...] [--exe PATH]
                                      [--out benchmarks/results]
 
-Fits Old Faithful (K = 2 and 3) and iris (K = 3), shipped in tests/data/ (``--cases``, e.g.
+Fits Old Faithful (K = 2 and 3), iris and the Palmer penguins (2-D: bill length and depth;
+4-D: with flipper length and body mass; K = 3), shipped in tests/data/ (``--cases``, e.g.
 ``"faithful K=3"``: some of them), with full covariance (or ``--covariance``), the ``data``
 prior rule and config/config.yaml's ``nuts`` (``--nuts``: settings that replace its own, e.g.
 ``adapt_delta=0.99 iter_sampling=3000``), as tests/test_real_data.py does, for
@@ -37,8 +38,11 @@ from gmmpipe.layout import fit_paths
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 IRIS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+BILLS = ["bill_length_mm", "bill_depth_mm"]
+PENGUINS = [*BILLS, "flipper_length_mm", "body_mass_g"]
 CASES = {"faithful K=2": ("faithful.csv", [], 2), "faithful K=3": ("faithful.csv", [], 3),
-         "iris K=3": ("iris.csv", IRIS, 3)}  # fmt: skip
+         "iris K=3": ("iris.csv", IRIS, 3), "penguins 2-D K=3": ("penguins.csv", BILLS, 3),
+         "penguins 4-D K=3": ("penguins.csv", PENGUINS, 3)}  # fmt: skip
 
 
 def fit_case(

@@ -138,7 +138,7 @@ def get_final_output():
     for dataset, k in dataset_ks():
         outputs += table_targets(dataset, k) + figure_targets(dataset, k)
     for dataset in DATASETS:
-        outputs += compare_targets(dataset)
+        outputs += [DATA_FIGURE.format(dataset=dataset), *compare_targets(dataset)]
     return outputs + list(PROVENANCE.values())
 
 
@@ -159,7 +159,6 @@ ALGORITHMS = ("optimize", "nuts", "advi", "pathfinder", "laplace")
 VI = ("advi", "pathfinder", "laplace")
 # The figures of a dataset and what they need: one method from each listed group of algorithms.
 FIGURE_NEEDS = {
-    "data": [],
     "nuts_mu": [("nuts",)],
     "weights": [ALGORITHMS],
     "elbo": [("advi",)],
@@ -172,6 +171,8 @@ FIGURE_NEEDS = {
 TABLES = "results/tables/{dataset}/K{K}"
 # One folder of figures per dataset and K: <name>.png for every name of figure_names(dataset).
 FIGURES = "results/figures/{dataset}/K{K}"
+# The data figure, the same for every K of a dataset.
+DATA_FIGURE = "results/figures/{dataset}/data.png"
 PROVENANCE = {
     "json": "results/provenance/provenance.json",
     "html": "results/provenance/provenance.html",
@@ -208,7 +209,6 @@ def figure_targets(dataset, k):
 
 # The report's category and label of each kind of figure (trace and rank: one per NUTS fit).
 FIGURE_REPORT = {
-    "data": ("data", "data and true means"),
     "nuts_mu": ("NUTS", "NUTS draws of the means"),
     "density": ("NUTS", "fitted mixture density"),
     "weights": ("comparison", "mixture weights"),
@@ -220,7 +220,7 @@ FIGURE_REPORT = {
     "trace": ("diagnostics", "NUTS trace ({method})"),
     "rank": ("diagnostics", "NUTS rank plots ({method})"),
 }
-# The algorithms whose fits a figure shows (data: none; not listed: every fit of the dataset).
+# The algorithms whose fits a figure shows (not listed: every fit of the dataset).
 FIGURE_METHODS = {
     "nuts_mu": ("nuts",),
     "density": ("nuts",),
@@ -230,7 +230,7 @@ FIGURE_METHODS = {
 
 
 def figure_kind(name):
-    """(kind, method) of a figure name: ("trace", "nuts") for trace_nuts, ("data", "") for data."""
+    """(kind, method) of a figure name: ("trace", "nuts") for trace_nuts, ("ppc", "") for ppc."""
     if name.startswith(("trace_", "rank_")):
         kind, _, method = name.partition("_")
         return kind, method
@@ -256,7 +256,7 @@ def figure_methods(wildcards):
         kind, method = figure_kind(name)
         algorithms = FIGURE_METHODS.get(kind, ())
         shown = [method] if method else dataset_methods(wildcards.dataset, *algorithms)
-        figures[name] = (kind, [] if kind == "data" else shown)
+        figures[name] = (kind, shown)
     return figures
 
 
@@ -316,7 +316,7 @@ def report_diagnostics():
 
 def plot_benchmarks():
     """Benchmark files of every figure and table rule (for provenance)."""
-    paths = []
+    paths = [f"results/benchmarks/figures/{dataset}/data.tsv" for dataset in DATASETS]
     for dataset, k in dataset_ks():
         paths.append(f"results/benchmarks/tables/{dataset}/K{k}.tsv")
         paths.append(f"results/benchmarks/figures/{dataset}/K{k}.tsv")

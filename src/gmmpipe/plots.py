@@ -377,6 +377,51 @@ def plot_elbo(fits: Mapping[str, MethodFit]) -> Figure:
     return fig
 
 
+def _vi_component_1d(
+    overview: Axes,
+    zoom: Axes,
+    q: np.ndarray,
+    nuts: np.ndarray | None,
+    color: str,
+    method: str,
+    i: int,
+) -> None:
+    """Component `i`'s q(mu) in 1-D: a normal density over the data and over NUTS in its zoom."""
+    mean, sd = q[:, 0].mean(), q[:, 0].std()
+    twin = overview.twinx()
+    grid = np.linspace(mean - 4 * sd, mean + 4 * sd, 200)
+    twin.plot(grid, stats.norm.pdf(grid, mean, sd), color=color)
+    twin.set_yticks([])
+    if nuts is not None:
+        zoom.hist(nuts[:, 0], bins=50, density=True, color=color, alpha=0.3, label="NUTS")
+    zoom.plot(grid, stats.norm.pdf(grid, mean, sd), color=color, linewidth=2, label=method)
+    zoom.set_xlabel(f"mu[{i + 1}, x1]")
+    zoom.legend(loc="upper right", fontsize="small")
+
+
+def _vi_component_2d(
+    overview: Axes, zoom: Axes, q: np.ndarray, nuts: np.ndarray | None, color: str
+) -> None:
+    """A component's q(mu) in 2-D: 1-3 sd contours over NUTS draws, on the overview and zoom."""
+    mean, cov = q[:, :2].mean(axis=0), np.cov(q[:, :2], rowvar=False)
+    box = mean[None] + 3.2 * np.sqrt(np.diag(cov))[None] * [[1, 1], [-1, -1]]
+    draws = _thin(nuts[:, :2]) if nuts is not None else None
+    for ax in (overview, zoom):
+        if draws is not None:
+            ax.scatter(draws[:, 0], draws[:, 1], s=5, c="black", alpha=0.2, linewidths=0, zorder=3)
+        _ellipse(ax, mean, cov, color, zorder=4)
+    if nuts is None:
+        _zoom_limits(zoom, box)
+    elif _zoom_limits(zoom, nuts[:, :2], box, far=40.0):
+        _note(
+            zoom,
+            f"q off scale:\nmean ({mean[0]:.3g}, {mean[1]:.3g})\n"
+            f"sd ({np.sqrt(cov[0, 0]):.3g}, {np.sqrt(cov[1, 1]):.3g})",
+        )
+    zoom.set_xlabel("x1")
+    zoom.set_ylabel("x2")
+
+
 def plot_vi_contours(
     y: np.ndarray, fits: Mapping[str, MethodFit], *, max_points: int = 5000
 ) -> Figure:
@@ -384,71 +429,23 @@ def plot_vi_contours(
     3 sd of its draws), over the data and NUTS draws; one row per method, zooms per component."""
     ref = reference_method(fits)
     nuts = fits[ref] if ref and fits[ref].algorithm == "nuts" else None
+    nuts_mu = _draws(nuts, "mu") if nuts else None
     vi = [f for f in fits.values() if f.algorithm in VI_ALGORITHMS]
     k = next(iter(fits.values())).posterior.sizes["component"]
     colors = component_colors(k)
     fig, axes = _overview_and_zooms(max(1, len(vi)), k)
-    one_d = y.shape[1] == 1
     for row, fit in zip(axes, vi, strict=False):
         mu = _draws(fit, "mu")
-        nuts_mu = _draws(nuts, "mu") if nuts else None
         draw_data(row[0], y, max_points=max_points)
         row[0].set_title(f"{method_label(fit)}: q(mu) over the data")
-        off_scale = {f"q(mu[{i + 1}])": mu[:, i].mean(axis=0)[None] for i in range(k)}
         for i in range(k):
-            zoom = row[i + 1]
-            if one_d:
-                mean, sd = mu[:, i, 0].mean(), mu[:, i, 0].std()
-                twin = row[0].twinx()
-                grid = np.linspace(mean - 4 * sd, mean + 4 * sd, 200)
-                twin.plot(grid, stats.norm.pdf(grid, mean, sd), color=colors[i])
-                twin.set_yticks([])
-                if nuts_mu is not None:
-                    zoom.hist(
-                        nuts_mu[:, i, 0],
-                        bins=50,
-                        density=True,
-                        color=colors[i],
-                        alpha=0.3,
-                        label="NUTS",
-                    )
-                zoom.plot(
-                    grid,
-                    stats.norm.pdf(grid, mean, sd),
-                    color=colors[i],
-                    linewidth=2,
-                    label=fit.method,
-                )
-                zoom.set_xlabel(f"mu[{i + 1}, x1]")
-                zoom.legend(loc="upper right", fontsize="small")
+            nuts_i = nuts_mu[:, i] if nuts_mu is not None else None
+            if y.shape[1] == 1:
+                _vi_component_1d(row[0], row[i + 1], mu[:, i], nuts_i, colors[i], fit.method, i)
             else:
-                mean, cov = mu[:, i, :2].mean(axis=0), np.cov(mu[:, i, :2], rowvar=False)
-                box = mean[None] + 3.2 * np.sqrt(np.diag(cov))[None] * [[1, 1], [-1, -1]]
-                for ax in (row[0], zoom):
-                    if nuts_mu is not None:
-                        draws = _thin(nuts_mu[:, i, :2])
-                        ax.scatter(
-                            draws[:, 0],
-                            draws[:, 1],
-                            s=5,
-                            c="black",
-                            alpha=0.2,
-                            linewidths=0,
-                            zorder=3,
-                        )
-                    _ellipse(ax, mean, cov, colors[i], zorder=4)
-                if nuts_mu is None:
-                    _zoom_limits(zoom, box)
-                elif _zoom_limits(zoom, nuts_mu[:, i, :2], box, far=40.0):
-                    _note(
-                        zoom,
-                        f"q off scale:\nmean ({mean[0]:.3g}, {mean[1]:.3g})\n"
-                        f"sd ({np.sqrt(cov[0, 0]):.3g}, {np.sqrt(cov[1, 1]):.3g})",
-                    )
-                zoom.set_xlabel("x1")
-                zoom.set_ylabel("x2")
-            zoom.set_title(f"component {i + 1} (zoom)")
-        _data_limits(row[0], y, off_scale)
+                _vi_component_2d(row[0], row[i + 1], mu[:, i], nuts_i, colors[i])
+            row[i + 1].set_title(f"component {i + 1} (zoom)")
+        _data_limits(row[0], y, {f"q(mu[{i + 1}])": mu[:, i].mean(axis=0)[None] for i in range(k)})
     if not vi:
         axes[0, 0].text(0.5, 0.5, "no VI fit", ha="center", transform=axes[0, 0].transAxes)
     handles, labels = _component_handles(k)
@@ -458,6 +455,94 @@ def plot_vi_contours(
     _legend_below(fig, handles, labels)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
+
+
+def _mark_mean(
+    overview: Axes,
+    zoom: Axes,
+    mean: np.ndarray,
+    sd: np.ndarray,
+    row: int,
+    style: Mapping[str, str],
+    color: str,
+    *,
+    one_d: bool,
+) -> None:
+    """One method's mean of a component on the overview and, ± 1 sd, in its zoom (1-D: at `row`)."""
+    if one_d:
+        overview.axvline(mean[0], color=color, linestyle=style["linestyle"])
+        zoom.errorbar(mean[0], row, xerr=sd[0], fmt=style["marker"], color=color, capsize=3)
+        return
+    overview.scatter(
+        mean[0], mean[1], marker=style["marker"], c=color, s=60, edgecolors="black", zorder=5
+    )
+    zoom.errorbar(
+        mean[0],
+        mean[1],
+        xerr=sd[0],
+        yerr=sd[1],
+        fmt=style["marker"],
+        color=color,
+        capsize=3,
+        markersize=8,
+        markeredgecolor="black",
+        zorder=4,
+    )
+
+
+def _finish_means_zoom(
+    zoom: Axes,
+    i: int,
+    spans: Mapping[str, np.ndarray],
+    ref: str | None,
+    true_mu: np.ndarray | None,
+    *,
+    one_d: bool,
+) -> None:
+    """Component `i`'s zoom: title, truth, labels; 2-D: limits around `ref`, far-off ones noted."""
+    methods = list(spans)
+    zoom.set_title(f"component {i + 1}: mean ± 1 sd")
+    if one_d:
+        zoom.set_yticks(range(len(methods)), methods)
+        if true_mu is not None:
+            zoom.axvline(true_mu[0], color="black", linestyle="--")
+        zoom.set_xlabel("x1")
+        return
+    if true_mu is not None:
+        zoom.scatter(*true_mu[:2], **TRUTH_STYLE)
+    zoom.set_xlabel("x1")
+    zoom.set_ylabel("x2")
+    anchor = spans[ref][:, :2] if ref else np.zeros((1, 2))
+    center = anchor.mean(axis=0)
+    anchor = center + 3 * (anchor - center)
+    others = [span[:, :2] for span in spans.values()]
+    if true_mu is not None:
+        others.append(true_mu[:2][None])
+    names = [*methods, "truth"]
+    left_out = _zoom_limits(zoom, anchor, *others, far=10.0)
+    if left_out:
+        _note(zoom, "off scale: " + ", ".join(names[j] for j in left_out))
+
+
+def _means_legend(
+    fig: Figure,
+    fits: Mapping[str, MethodFit],
+    styles: Mapping[str, Mapping[str, str]],
+    k: int,
+    *,
+    truth: bool,
+) -> None:
+    """The legend of the posterior means: methods' markers, components' colours, the truth."""
+    handles = [
+        plt.Line2D([], [], marker=styles[m]["marker"], color="#555555", linestyle="") for m in fits
+    ]
+    labels = [method_label(fit) for fit in fits.values()]
+    ch, cl = _component_handles(k)
+    handles, labels = handles + ch, labels + cl
+    if truth:
+        handles.append(plt.Line2D([], [], marker="X", color="black", linestyle=""))
+        labels.append("true mean")
+    _legend_below(fig, handles, labels)
 
 
 def plot_posterior_means(
@@ -476,83 +561,25 @@ def plot_posterior_means(
     styles = method_styles(methods)
     true = aligned_truth(truth, fits[ref].mean_mu()) if ref else {}
     fig, axes = _overview_and_zooms(1, k, size=4.2)
-    draw_data(axes[0, 0], y, max_points=max_points)
-    axes[0, 0].set_title(f"n = {len(y):,}: posterior means of every method")
+    overview, zooms = axes[0, 0], axes[0, 1:]
+    draw_data(overview, y, max_points=max_points)
+    overview.set_title(f"n = {len(y):,}: posterior means of every method")
     one_d = y.shape[1] == 1
     boxes: dict[str, np.ndarray] = {}  # method -> (K, 2, D): mean - sd and mean + sd
     for j, method in enumerate(methods):
-        fit = fits[method]
-        mu = _draws(fit, "mu")
+        mu = _draws(fits[method], "mu")
         mean, sd = mu.mean(axis=0), mu.std(axis=0)
         boxes[method] = np.stack([mean - sd, mean + sd], axis=1)
-        for i in range(k):
-            marker = styles[method]["marker"]
-            if one_d:
-                axes[0, 0].axvline(
-                    mean[i, 0], color=colors[i], linestyle=styles[method]["linestyle"]
-                )
-                axes[0, i + 1].errorbar(
-                    mean[i, 0], j, xerr=sd[i, 0], fmt=marker, color=colors[i], capsize=3
-                )
-                continue
-            axes[0, 0].scatter(
-                mean[i, 0],
-                mean[i, 1],
-                marker=marker,
-                c=colors[i],
-                s=60,
-                edgecolors="black",
-                zorder=5,
-            )
-            axes[0, i + 1].errorbar(
-                mean[i, 0],
-                mean[i, 1],
-                xerr=sd[i, 0],
-                yerr=sd[i, 1],
-                fmt=marker,
-                color=colors[i],
-                capsize=3,
-                markersize=8,
-                markeredgecolor="black",
-                zorder=4,
-            )
-    for i in range(k):
-        zoom = axes[0, i + 1]
-        zoom.set_title(f"component {i + 1}: mean ± 1 sd")
-        if one_d:
-            zoom.set_yticks(range(len(methods)), methods)
-            if true:
-                zoom.axvline(true["mu"][i, 0], color="black", linestyle="--")
-            zoom.set_xlabel("x1")
-            continue
-        if true:
-            zoom.scatter(*true["mu"][i, :2], **TRUTH_STYLE)
-            axes[0, 0].scatter(*true["mu"][i, :2], **TRUTH_STYLE)
-        zoom.set_xlabel("x1")
-        zoom.set_ylabel("x2")
-        anchor = boxes[ref][i, :, :2] if ref else np.zeros((1, 2))
-        center = anchor.mean(axis=0)
-        anchor = center + 3 * (anchor - center)
-        others = [boxes[m][i, :, :2] for m in methods]
-        if true:
-            others.append(true["mu"][i, :2][None])
-        names = [*methods, "truth"]
-        left_out = _zoom_limits(zoom, anchor, *others, far=10.0)
-        if left_out:
-            _note(zoom, "off scale: " + ", ".join(names[j] for j in left_out))
+        for i, zoom in enumerate(zooms):
+            _mark_mean(overview, zoom, mean[i], sd[i], j, styles[method], colors[i], one_d=one_d)
+    for i, zoom in enumerate(zooms):
+        true_mu = true["mu"][i] if true else None
+        _finish_means_zoom(zoom, i, {m: boxes[m][i] for m in methods}, ref, true_mu, one_d=one_d)
+        if true_mu is not None and not one_d:
+            overview.scatter(*true_mu[:2], **TRUTH_STYLE)
     if not one_d:
-        _data_limits(axes[0, 0], y, {m: boxes[m].mean(axis=1) for m in methods if m in boxes})
-    handles = [
-        plt.Line2D([], [], marker=styles[m]["marker"], color="#555555", linestyle="")
-        for m in methods
-    ]
-    labels = [method_label(fits[m]) for m in methods]
-    ch, cl = _component_handles(k)
-    handles, labels = handles + ch, labels + cl
-    if true:
-        handles.append(plt.Line2D([], [], marker="X", color="black", linestyle=""))
-        labels.append("true mean")
-    _legend_below(fig, handles, labels)
+        _data_limits(overview, y, {m: boxes[m].mean(axis=1) for m in methods if m in boxes})
+    _means_legend(fig, fits, styles, k, truth=bool(true))
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 

@@ -9,7 +9,7 @@ import pytest
 from fixtures.report.fake_fits import write_fake_dataset
 from matplotlib.collections import PolyCollection
 
-from gmmpipe.plots import FIGURES, component_colors, draw_data, make_figure
+from gmmpipe.plots import FIGURES, axis_units, component_colors, draw_data, make_figure
 
 # Figures whose layout depends on K and D (the others are checked once with K = D = 2).
 SHAPED = ["data", "nuts_mu", "weights", "vi_contours", "posterior_means", "marginals"]
@@ -102,6 +102,33 @@ def test_large_data_is_a_hexbin_density():
     draw_data(large, y, max_points=5000)
     assert not any(isinstance(c, PolyCollection) for c in small.collections)
     assert any(isinstance(c, PolyCollection) for c in large.collections)
+    plt.close(fig)
+
+
+def test_coordinates_on_different_scales_get_an_axis_scale_each():
+    """Columns of sd 1 and 100 (a user's unstandardized data): each axis gets its column's
+    scale, so the data are not squeezed into a sliver and a zoom spans as many sds along x as
+    along y; columns of similar sd share one scale (circles stay round)."""
+    from gmmpipe.plots import _zoom_limits, plot_data
+
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((300, 2)) * [1.0, 100.0] + [0.0, 500.0]
+    assert axis_units(rng.standard_normal((300, 2)) * [1.0, 1.5]) is None
+    np.testing.assert_allclose(axis_units(y), y.std(axis=0))
+    fig = plot_data(y, {})
+    ax = fig.axes[0]
+    assert ax.get_aspect() == "auto"
+    fig.canvas.draw()
+    box = ax.get_position()
+    assert 0.5 < box.width / box.height < 2, box  # was 0.01: one column of pixels
+    zoom = fig.add_subplot(2, 2, 4)
+    _zoom_limits(zoom, y[:50], units=axis_units(y))
+    width, height = np.ptp(zoom.get_xlim()), np.ptp(zoom.get_ylim())
+    assert height / width == pytest.approx(y[:, 1].std() / y[:, 0].std())
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    draw_data(ax, rng.standard_normal((300, 2)))
+    assert ax.get_aspect() == 1.0
     plt.close(fig)
 
 

@@ -47,6 +47,8 @@ _MARKERS = ["o", "s", "D", "^", "v", "P", "*", "h"]
 _LINESTYLES = ["-", "--", ":", "-."]
 MAX_DRAWS_SHOWN = 1000  # posterior draws drawn per component in scatter plots
 VI_ALGORITHMS = ("advi", "pathfinder", "laplace")
+# Coordinates whose sds differ by more than this get an axis scale each; closer ones share one.
+SHARED_SCALE_RATIO = 2.0
 
 
 def method_styles(methods: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -72,9 +74,22 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 120) -> None:
 # --- Building blocks -------------------------------------------------------------------------
 
 
+def axis_units(y: np.ndarray) -> np.ndarray | None:
+    """Units of the x and y axes for the first two coordinates: None (one shared scale, so
+    circles stay round) unless their sds differ by more than :data:`SHARED_SCALE_RATIO`, then
+    the two sds (each axis on its coordinate's own scale)."""
+    if y.ndim != 2 or y.shape[1] < 2 or len(y) < 2:
+        return None
+    sd = y[:, :2].std(axis=0)
+    if not np.all(sd > 0) or sd.max() <= SHARED_SCALE_RATIO * sd.min():
+        return None
+    return sd
+
+
 def draw_data(ax: Axes, y: np.ndarray, *, max_points: int = 5000) -> None:
     """The observations: a scatter of the first two coordinates, a hexbin density when there
-    are more than `max_points`, a histogram when D = 1."""
+    are more than `max_points`, a histogram when D = 1. The axes share one scale when
+    :func:`axis_units` says so."""
     if y.shape[1] == 1:
         ax.hist(y[:, 0], bins=min(80, max(10, len(y) // 10)), color=DATA_COLOR, alpha=0.5)
         ax.set_xlabel("x1")
@@ -97,7 +112,8 @@ def draw_data(ax: Axes, y: np.ndarray, *, max_points: int = 5000) -> None:
         ax.scatter(y[:, 0], y[:, 1], s=14, c=DATA_COLOR, alpha=alpha, linewidths=0)
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
-    ax.set_aspect("equal", adjustable="box")
+    if axis_units(y) is None:
+        ax.set_aspect("equal", adjustable="box")
 
 
 def _draws(fit: MethodFit, var: str) -> np.ndarray:
@@ -133,12 +149,20 @@ def _density_line(ax: Axes, values: np.ndarray, color: str, **kwargs: Any) -> No
     ax.plot(grid, stats.gaussian_kde(values)(grid), color=color, **kwargs)
 
 
-def _zoom_limits(ax: Axes, anchor: np.ndarray, *others: np.ndarray, far: float = 8.0) -> list[int]:
-    """Square limits around the `anchor` points (S, 2) and those `others` that lie within `far`
-    anchor half-widths of it; returns the indices of `others` left out (off scale)."""
+def _zoom_limits(
+    ax: Axes,
+    anchor: np.ndarray,
+    *others: np.ndarray,
+    far: float = 8.0,
+    units: np.ndarray | None = None,
+) -> list[int]:
+    """Square limits (in `units` per axis, see :func:`axis_units`) around the `anchor` points
+    (S, 2) and those `others` that lie within `far` anchor half-widths of it; returns the
+    indices of `others` left out (off scale)."""
+    unit = np.ones(2) if units is None else np.asarray(units, dtype=float)
 
     def box(points: np.ndarray) -> np.ndarray:
-        points = points.reshape(-1, 2)
+        points = points.reshape(-1, 2) / unit
         q = (0.002, 0.998) if len(points) > 50 else (0.0, 1.0)
         return np.quantile(points, q, axis=0)
 
@@ -152,8 +176,8 @@ def _zoom_limits(ax: Axes, anchor: np.ndarray, *others: np.ndarray, far: float =
             continue
         lo, hi = np.minimum(lo, b[0]), np.maximum(hi, b[1])
     center, half = (lo + hi) / 2, max(float(np.max(hi - lo)) / 2 * 1.15, 1e-6)
-    ax.set_xlim(center[0] - half, center[0] + half)
-    ax.set_ylim(center[1] - half, center[1] + half)
+    ax.set_xlim((center[0] - half) * unit[0], (center[0] + half) * unit[0])
+    ax.set_ylim((center[1] - half) * unit[1], (center[1] + half) * unit[1])
     return left_out
 
 
@@ -251,6 +275,7 @@ def plot_nuts_means(
     fig, axes = _overview_and_zooms(1, k)
     ax = axes[0, 0]
     draw_data(ax, y, max_points=max_points)
+    units = axis_units(y)
     true = aligned_truth(truth, fit.mean_mu())
     for i in range(k):
         draws = _thin(mu[:, i])
@@ -269,10 +294,10 @@ def plot_nuts_means(
             zoom.scatter(draws[:, 0], draws[:, 1], s=6, c=colors[i], alpha=0.35, linewidths=0)
             if true:
                 zoom.scatter(*true["mu"][i, :2], **TRUTH_STYLE)
-                if _zoom_limits(zoom, draws[:, :2], true["mu"][i, :2][None]):
+                if _zoom_limits(zoom, draws[:, :2], true["mu"][i, :2][None], units=units):
                     _note(zoom, "true mean off scale")
             else:
-                _zoom_limits(zoom, draws[:, :2])
+                _zoom_limits(zoom, draws[:, :2], units=units)
             zoom.set_xlabel("x1")
             zoom.set_ylabel("x2")
         zoom.set_title(f"component {i + 1}: posterior of mu (zoom)")
@@ -400,7 +425,12 @@ def _vi_component_1d(
 
 
 def _vi_component_2d(
-    overview: Axes, zoom: Axes, q: np.ndarray, nuts: np.ndarray | None, color: str
+    overview: Axes,
+    zoom: Axes,
+    q: np.ndarray,
+    nuts: np.ndarray | None,
+    color: str,
+    units: np.ndarray | None,
 ) -> None:
     """A component's q(mu) in 2-D: 1-3 sd contours over NUTS draws, on the overview and zoom."""
     mean, cov = q[:, :2].mean(axis=0), np.cov(q[:, :2], rowvar=False)
@@ -411,8 +441,8 @@ def _vi_component_2d(
             ax.scatter(draws[:, 0], draws[:, 1], s=5, c="black", alpha=0.2, linewidths=0, zorder=3)
         _ellipse(ax, mean, cov, color, zorder=4)
     if nuts is None:
-        _zoom_limits(zoom, box)
-    elif _zoom_limits(zoom, nuts[:, :2], box, far=40.0):
+        _zoom_limits(zoom, box, units=units)
+    elif _zoom_limits(zoom, nuts[:, :2], box, far=40.0, units=units):
         _note(
             zoom,
             f"q off scale:\nmean ({mean[0]:.3g}, {mean[1]:.3g})\n"
@@ -434,6 +464,7 @@ def plot_vi_contours(
     k = next(iter(fits.values())).posterior.sizes["component"]
     colors = component_colors(k)
     fig, axes = _overview_and_zooms(max(1, len(vi)), k)
+    units = axis_units(y)
     for row, fit in zip(axes, vi, strict=False):
         mu = _draws(fit, "mu")
         draw_data(row[0], y, max_points=max_points)
@@ -443,7 +474,7 @@ def plot_vi_contours(
             if y.shape[1] == 1:
                 _vi_component_1d(row[0], row[i + 1], mu[:, i], nuts_i, colors[i], fit.method, i)
             else:
-                _vi_component_2d(row[0], row[i + 1], mu[:, i], nuts_i, colors[i])
+                _vi_component_2d(row[0], row[i + 1], mu[:, i], nuts_i, colors[i], units)
             row[i + 1].set_title(f"component {i + 1} (zoom)")
         _data_limits(row[0], y, {f"q(mu[{i + 1}])": mu[:, i].mean(axis=0)[None] for i in range(k)})
     if not vi:
@@ -498,8 +529,10 @@ def _finish_means_zoom(
     true_mu: np.ndarray | None,
     *,
     one_d: bool,
+    units: np.ndarray | None,
 ) -> None:
-    """Component `i`'s zoom: title, truth, labels; 2-D: limits around `ref`, far-off ones noted."""
+    """Component `i`'s zoom: title, truth, labels; 2-D: limits around `ref` (in `units`), far-off
+    ones noted."""
     methods = list(spans)
     zoom.set_title(f"component {i + 1}: mean ± 1 sd")
     if one_d:
@@ -519,7 +552,7 @@ def _finish_means_zoom(
     if true_mu is not None:
         others.append(true_mu[:2][None])
     names = [*methods, "truth"]
-    left_out = _zoom_limits(zoom, anchor, *others, far=10.0)
+    left_out = _zoom_limits(zoom, anchor, *others, far=10.0, units=units)
     if left_out:
         _note(zoom, "off scale: " + ", ".join(names[j] for j in left_out))
 
@@ -572,9 +605,11 @@ def plot_posterior_means(
         boxes[method] = np.stack([mean - sd, mean + sd], axis=1)
         for i, zoom in enumerate(zooms):
             _mark_mean(overview, zoom, mean[i], sd[i], j, styles[method], colors[i], one_d=one_d)
+    units = axis_units(y)
     for i, zoom in enumerate(zooms):
         true_mu = true["mu"][i] if true else None
-        _finish_means_zoom(zoom, i, {m: boxes[m][i] for m in methods}, ref, true_mu, one_d=one_d)
+        spans = {m: boxes[m][i] for m in methods}
+        _finish_means_zoom(zoom, i, spans, ref, true_mu, one_d=one_d, units=units)
         if true_mu is not None and not one_d:
             overview.scatter(*true_mu[:2], **TRUTH_STYLE)
     if not one_d:

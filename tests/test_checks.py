@@ -14,7 +14,14 @@ from gmmpipe.diagnostics import (
     ppc_check,
 )
 from gmmpipe.draws import Draws
-from gmmpipe.inits import distinct_optima, jittered_inits, kmeanspp_point, stan_inits
+from gmmpipe.inits import (
+    PATH_STRATEGY,
+    distinct_optima,
+    jittered_inits,
+    kmeanspp_point,
+    path_starts,
+    stan_inits,
+)
 from gmmpipe.ppc import posterior_predictive
 
 THRESHOLDS_NUTS = {"rhat_max": 1.01, "ess_bulk_min": 400, "ess_tail_min": 400,
@@ -189,3 +196,18 @@ def test_starts_helpers_are_deterministic_and_distinct():
     assert len(starts) == 4 and not np.allclose(starts[0]["mu"], starts[1]["mu"])
     assert all(np.isclose(s["theta"].sum(), 1) for s in starts)
     assert max(np.abs(s["mu"] - point["mu"]).max() for s in starts) < 1.0
+
+
+def test_pathfinder_paths_start_at_distinct_points_on_the_data():
+    """One k-means++ point per path, in the data's units (a column of sd 100 gets scales near
+    100, not CmdStan's uniform(-2, 2)), recorded for fit.json; the same seed gives the same."""
+    rng = np.random.default_rng(6)
+    y = np.concatenate([rng.normal(0, 1, (300, 2)), rng.normal(8, 1, (100, 2))]) * [1, 100]
+    record, inits = path_starts(y, {"K": 2, "covariance": "full"}, 4, seed=3)
+    again, _ = path_starts(y, {"K": 2, "covariance": "full"}, 4, seed=3)
+    assert record == again and record["strategy"] == PATH_STRATEGY
+    assert len(inits) == len(record["chain_inits"]) == 4
+    assert len({str(i["mu_free"]) for i in inits}) > 1  # not all at one point
+    sigma = np.array([i["sigma"] for i in inits])
+    assert np.all(sigma[..., 1] > 20 * sigma[..., 0])
+    assert set(inits[0]) == {"phi", "mu_free", "sigma", "L_Omega"}

@@ -17,7 +17,7 @@ from gmmpipe import diagnostics as diag
 from gmmpipe.data import Dataset, coordinate_names, stan_data
 from gmmpipe.draws import SIG_FIGS, Draws, read_draws, relabel
 from gmmpipe.errors import FitError
-from gmmpipe.inits import jittered_inits, multistart, record, stan_inits
+from gmmpipe.inits import jittered_inits, multistart, path_starts, record, stan_inits
 from gmmpipe.io import atomic_path, storage_problem, write_csv, write_json
 from gmmpipe.loo import chain_stacking
 from gmmpipe.ppc import posterior_predictive
@@ -321,9 +321,14 @@ def chain_starts(
 ) -> tuple[dict[str, Any] | None, Any]:
     """The starts record for fit.json and CmdStan's inits: from `point` (an earlier fit) when
     given, else for optimize and NUTS from the multi-start optimizer (:mod:`gmmpipe.inits`,
-    its runs under `out`), else CmdStan's random inits."""
+    its runs under `out`), for Pathfinder one k-means++ point per path, else CmdStan's random
+    inits (``starts: 0``, or ``starts: random`` for Pathfinder)."""
     if point is not None:
         return None, stan_inits(point, model_spec, dataset.y)
+    if method_spec["algorithm"] == "pathfinder":
+        if method_spec["starts"] == "random":
+            return None, None
+        return path_starts(dataset.y, model_spec, int(method_spec["num_paths"]), seed)
     n_starts = int(method_spec.get("starts", 0))
     if method_spec["algorithm"] not in ("optimize", "nuts") or n_starts == 0:
         return None, None

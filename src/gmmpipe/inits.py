@@ -15,6 +15,9 @@ Strategy (recorded in every fit that uses it as ``starts.strategy``):
    1 / sqrt(N theta_k), log sigma by 1 / sqrt(2 N theta_k)), so that chains start distinct but in
    the mode's typical set, not from CmdStan's uniform(-2, 2) on the unconstrained scale.
 
+Pathfinder's paths start at k-means++ points of step 1 themselves, one each, not optimized: an
+L-BFGS path started at an optimum stops at once (:func:`path_starts`).
+
 Every random choice derives from the fit's seed.
 """
 
@@ -42,6 +45,7 @@ STRATEGY = (
     "CmdStan L-BFGS from k-means++ points on the standardized data; distinct optima kept; chains "
     "start at the best optimum jittered by about one posterior sd"
 )
+PATH_STRATEGY = "each Pathfinder path starts at its own k-means++ point on the standardized data"
 _KMEANS_ROWS = 2000
 _LLOYD_ITERATIONS = 5
 _SAME_OPTIMUM = 0.05  # means within this many data sds: the same optimum
@@ -228,6 +232,21 @@ def multistart(
             optima.append({"lp": lp, "point": _point(draws)})
     sd = y.std(axis=0)
     return distinct_optima(optima, np.where(sd > 0, sd, 1.0))
+
+
+def path_starts(
+    y: np.ndarray, model_spec: Mapping[str, Any], num_paths: int, seed: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Pathfinder's starts: one k-means++ point per path (CmdStan's uniform(-2, 2) on the
+    unconstrained scale puts a column of sd 800 at sd 1, where L-BFGS cannot take a first step).
+    Returns the record for fit.json and the inits, one per path."""
+    rng = np.random.default_rng([seed, 20])
+    points = [kmeanspp_point(y, int(model_spec["K"]), rng) for _ in range(num_paths)]
+    record = {
+        "strategy": PATH_STRATEGY,
+        "chain_inits": [{name: np.asarray(v).tolist() for name, v in p.items()} for p in points],
+    }
+    return record, [stan_inits(p, model_spec, y) for p in points]
 
 
 def record(optima: list[dict[str, Any]], n_starts: int) -> dict[str, Any]:

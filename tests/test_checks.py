@@ -198,16 +198,20 @@ def test_starts_helpers_are_deterministic_and_distinct():
     assert max(np.abs(s["mu"] - point["mu"]).max() for s in starts) < 1.0
 
 
-def test_pathfinder_paths_start_at_distinct_points_on_the_data():
-    """One k-means++ point per path, in the data's units (a column of sd 100 gets scales near
-    100, not CmdStan's uniform(-2, 2)), recorded for fit.json; the same seed gives the same."""
+def test_pathfinder_paths_start_with_sds_on_the_data_scale():
+    """sigma drawn per path as s_j exp(uniform(-2, 2)) (a column of sd 100 gets sds near 100,
+    not near 1), the rest left to CmdStan; recorded for fit.json; the same seed gives the same;
+    nothing for the identity covariance, which has no sigma."""
     rng = np.random.default_rng(6)
     y = np.concatenate([rng.normal(0, 1, (300, 2)), rng.normal(8, 1, (100, 2))]) * [1, 100]
     record, inits = path_starts(y, {"K": 2, "covariance": "full"}, 4, seed=3)
     again, _ = path_starts(y, {"K": 2, "covariance": "full"}, 4, seed=3)
     assert record == again and record["strategy"] == PATH_STRATEGY
-    assert len(inits) == len(record["chain_inits"]) == 4
-    assert len({str(i["mu_free"]) for i in inits}) > 1  # not all at one point
-    sigma = np.array([i["sigma"] for i in inits])
-    assert np.all(sigma[..., 1] > 20 * sigma[..., 0])
-    assert set(inits[0]) == {"phi", "mu_free", "sigma", "L_Omega"}
+    assert len(inits) == len(record["chain_inits"]) == 4 and set(inits[0]) == {"sigma"}
+    sigma = np.array([i["sigma"] for i in inits])  # (path, K, D)
+    assert sigma.shape == (4, 2, 2) and len(np.unique(sigma[:, 0, 0])) == 4
+    ratio = sigma / y.std(axis=0, ddof=1)
+    assert np.all((ratio > np.exp(-2)) & (ratio < np.exp(2)))
+    _, tied = path_starts(y, {"K": 2, "covariance": "tied"}, 4, seed=3)
+    assert np.array(tied[0]["sigma"]).shape == (1, 2)
+    assert path_starts(y, {"K": 2, "covariance": "identity"}, 4, seed=3) == (None, None)

@@ -321,8 +321,9 @@ def chain_starts(
 ) -> tuple[dict[str, Any] | None, Any]:
     """The starts record for fit.json and CmdStan's inits: from `point` (an earlier fit) when
     given, else for optimize and NUTS from the multi-start optimizer (:mod:`gmmpipe.inits`,
-    its runs under `out`), for Pathfinder one k-means++ point per path, else CmdStan's random
-    inits (``starts: 0``, or ``starts: random`` for Pathfinder)."""
+    its runs under `out`), for Pathfinder CmdStan's random inits with sigma on the data's scale
+    (:func:`gmmpipe.inits.path_starts`), else CmdStan's random inits (``starts: 0``, or
+    ``starts: random`` for Pathfinder)."""
     if point is not None:
         return None, stan_inits(point, model_spec, dataset.y)
     if method_spec["algorithm"] == "pathfinder":

@@ -15,8 +15,8 @@ Strategy (recorded in every fit that uses it as ``starts.strategy``):
    1 / sqrt(N theta_k), log sigma by 1 / sqrt(2 N theta_k)), so that chains start distinct but in
    the mode's typical set, not from CmdStan's uniform(-2, 2) on the unconstrained scale.
 
-Pathfinder's paths start at k-means++ points of step 1 themselves, one each, not optimized: an
-L-BFGS path started at an optimum stops at once (:func:`path_starts`).
+Pathfinder starts far from the mode, as CmdStan's random inits do (an L-BFGS path started at an
+optimum stops at once), but with the component sds on the data's scale (:func:`path_starts`).
 
 Every random choice derives from the fit's seed.
 """
@@ -45,7 +45,10 @@ STRATEGY = (
     "CmdStan L-BFGS from k-means++ points on the standardized data; distinct optima kept; chains "
     "start at the best optimum jittered by about one posterior sd"
 )
-PATH_STRATEGY = "each Pathfinder path starts at its own k-means++ point on the standardized data"
+PATH_STRATEGY = (
+    "CmdStan's random inits, uniform(-2, 2) on the unconstrained scale (the means' is the data's), "
+    "except sigma[k, j] = s_j exp(uniform(-2, 2)) on each column's sd s_j; one draw per path"
+)
 _KMEANS_ROWS = 2000
 _LLOYD_ITERATIONS = 5
 _SAME_OPTIMUM = 0.05  # means within this many data sds: the same optimum
@@ -236,17 +239,24 @@ def multistart(
 
 def path_starts(
     y: np.ndarray, model_spec: Mapping[str, Any], num_paths: int, seed: int
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Pathfinder's starts: one k-means++ point per path (CmdStan's uniform(-2, 2) on the
-    unconstrained scale puts a column of sd 800 at sd 1, where L-BFGS cannot take a first step).
-    Returns the record for fit.json and the inits, one per path."""
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+    """Pathfinder's starts: sigma drawn per path as CmdStan would draw it, but on the data's
+    working scale (:data:`PATH_STRATEGY`); the other parameters are left to CmdStan's random
+    inits. CmdStan's own sigma is exp(uniform(-2, 2)) in the data's units, 0.14 to 7.4 for a
+    column of sd 800, where L-BFGS cannot take a first step. Returns
+    the record for fit.json and the inits, one per path; (None, None) for identity covariance,
+    which has no sigma."""
+    covariance = model_spec.get("covariance", "identity")
+    if covariance == "identity":
+        return None, None
+    rows = 1 if covariance == "tied" else int(model_spec["K"])
+    _, unit = working_scale(y, covariance)
     rng = np.random.default_rng([seed, 20])
-    points = [kmeanspp_point(y, int(model_spec["K"]), rng) for _ in range(num_paths)]
-    record = {
-        "strategy": PATH_STRATEGY,
-        "chain_inits": [{name: np.asarray(v).tolist() for name, v in p.items()} for p in points],
-    }
-    return record, [stan_inits(p, model_spec, y) for p in points]
+    inits = [
+        {"sigma": (unit * np.exp(rng.uniform(-2, 2, (rows, y.shape[1])))).tolist()}
+        for _ in range(num_paths)
+    ]
+    return {"strategy": PATH_STRATEGY, "chain_inits": inits}, inits
 
 
 def record(optima: list[dict[str, Any]], n_starts: int) -> dict[str, Any]:

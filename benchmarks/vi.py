@@ -4,12 +4,12 @@
                             [--out benchmarks/results]
 
 CmdStan methods run as the workflow runs them (`config/config.yaml`: ADVI from the MAP,
-Pathfinder from random inits with its sds on the data's scale, through :func:`gmmpipe.fit.fit_dataset`, whose wall time
-excludes the MAP). PyMC ADVI runs `pm.fit` on the same model, full batch and with a minibatch of
-200 points (the seed notebook's setting; the likelihood scaled by N / 200), `--iterations`
-steps, then 1000 draws from the approximation. Means are compared with CmdStan NUTS's
-posterior (from <out>/peers.csv, run `peers.py` first) in NUTS posterior sd units. Writes
-<out>/vi.csv and <out>/vi.md.
+Pathfinder from random inits with its sds on the data's scale, through
+:func:`gmmpipe.fit.fit_dataset`, whose wall time excludes the MAP). PyMC ADVI runs `pm.fit` on
+the same model, full batch and with a minibatch of 200 points (the seed notebook's setting; the
+likelihood scaled by N / 200), `--iterations` steps, then 1000 draws from the approximation.
+Means are compared with CmdStan NUTS's posterior (from <out>/peers.csv, run `peers.py` first)
+in NUTS posterior sd units. Writes <out>/vi.csv and <out>/vi.md.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     config = validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     with tempfile.TemporaryDirectory() as build:
-        exe = args.exe or compile_model(ROOT / "stan" / "gmm.stan", Path(build))
+        exe = args.exe or compile_model(ROOT / "stan" / "gmm.stan", Path(build) / "gmm")
         rows = []
         for case, (data, spec) in cases(config).items():
             reference = None

@@ -3,7 +3,8 @@ species at K = 3 (iris, 4-D; Palmer penguins, 2-D and 4-D), and a table whose co
 factor of 1 000 in scale.
 
 The data ship in tests/data/ (see its README for sources). The methods are config/config.yaml's
-``optimize`` and ``nuts`` (4 chains x 1000 + 1000, dense metric), 2-15 s per NUTS fit here.
+``optimize`` and ``nuts`` (4 chains x 1000 + 1000, dense metric), 2-15 s per NUTS fit here, and
+its ``pathfinder`` for the data-scale starts.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["methods"]
 
 
-def _fit(exe, path, columns, method, tmp_path, k=3, covariance="full"):
-    """Fit a user file with the config's defaults (only K and the covariance given)."""
+def _fit(exe, path, columns, method, tmp_path, k=3, covariance="full", **settings):
+    """Fit a user file with the config's defaults (only K and the covariance given, and the
+    method's `settings` in place of the config's)."""
     config = validate_config(
         {
             "datasets": {
@@ -42,6 +44,7 @@ def _fit(exe, path, columns, method, tmp_path, k=3, covariance="full"):
                 "map": METHODS["optimize"],
                 "nuts": METHODS["nuts"],
                 "pathfinder": METHODS["pathfinder"],
+                method: {**METHODS.get(method, METHODS["optimize"]), **settings},
             },
         }
     )
@@ -171,17 +174,24 @@ def test_map_matches_the_species_like_sklearn(gmm_exe, tmp_path, name):
     assert ours >= theirs - 0.05, (ours, theirs, sklearn.__version__)
 
 
-def test_pathfinder_runs_on_columns_of_any_scale(gmm_exe, tmp_path):
+@pytest.mark.parametrize("num_paths", [4, 1])
+def test_pathfinder_runs_on_columns_of_any_scale(gmm_exe, tmp_path, num_paths):
     """The penguins' four columns (body mass of sd 800): from CmdStan's random inits every
     L-BFGS path failed its first step in 6 of 8 seeds ("Line search failed", then the whole fit
-    failed); with the sds drawn on the data's scale every path runs. Its approximation is
-    judged by the gate as any other (k-hat about 1 here: flagged)."""
+    failed); with the sds drawn on the data's scale every path runs (each of its 1000 draws is
+    in CmdStan's CSV). Its approximation is judged by the gate as any other (k-hat about 1
+    here: flagged). One path reads its init from one file, not cmdstanpy's per-path files."""
     from gmmpipe.inits import PATH_STRATEGY
 
     file, columns = CLASSES["penguins"]
-    _, checks, info, outputs = _fit(gmm_exe, DATA / file, columns, "pathfinder", tmp_path)
+    _, checks, info, outputs = _fit(
+        gmm_exe, DATA / file, columns, "pathfinder", tmp_path, num_paths=num_paths
+    )
     assert info["starts"]["strategy"] == PATH_STRATEGY
-    assert len(info["starts"]["chain_inits"]) == 4
+    assert len(info["starts"]["chain_inits"]) == num_paths
+    (csv,) = Path(outputs["cmdstan"]).glob("*.csv")
+    rows = [line for line in csv.read_text().splitlines() if line and not line.startswith("#")]
+    assert len(rows) == 1 + 1000 * num_paths  # the header and every path's draws
     assert np.isfinite(checks["pareto_khat"]["value"])
     mu = pd.read_csv(outputs["summary"], index_col=0).filter(like="mu[", axis=0)["mean"]
     assert mu.filter(like="body_mass_g").between(2700, 6300).all(), mu

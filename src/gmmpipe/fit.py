@@ -329,7 +329,9 @@ def chain_starts(
     if method_spec["algorithm"] == "pathfinder":
         if method_spec["starts"] == "random":
             return None, None
-        return path_starts(dataset.y, model_spec, int(method_spec["num_paths"]), seed)
+        paths, inits = path_starts(dataset.y, model_spec, int(method_spec["num_paths"]), seed)
+        # one path reads the init file itself, not cmdstanpy's per-path files x_1.json, ...
+        return paths, inits[0] if inits and len(inits) == 1 else inits
     n_starts = int(method_spec.get("starts", 0))
     if method_spec["algorithm"] not in ("optimize", "nuts") or n_starts == 0:
         return None, None

@@ -71,7 +71,10 @@ def _cmdstan_settings(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 def run_cmdstan(
     model: Any, data: str, spec: Mapping[str, Any], seed: int, out: Path, inits: Any
 ) -> Any:
-    """Run one CmdStan method with its settings from `spec`, writing into `out`."""
+    """Run one CmdStan method with its settings from `spec`, writing into `out`. `inits`: one
+    point, or a list of one per chain or path."""
+    if isinstance(inits, list) and len(inits) == 1:
+        inits = inits[0]  # one run reads one init file, not cmdstanpy's per-run x_1.json, ...
     method, settings = _cmdstan_settings(spec)
     settings["sig_figs"] = SIG_FIGS
     if method == "laplace_sample":
@@ -329,9 +332,7 @@ def chain_starts(
     if method_spec["algorithm"] == "pathfinder":
         if method_spec["starts"] == "random":
             return None, None
-        paths, inits = path_starts(dataset.y, model_spec, int(method_spec["num_paths"]), seed)
-        # one path reads the init file itself, not cmdstanpy's per-path files x_1.json, ...
-        return paths, inits[0] if inits and len(inits) == 1 else inits
+        return path_starts(dataset.y, model_spec, int(method_spec["num_paths"]), seed)
     n_starts = int(method_spec.get("starts", 0))
     if method_spec["algorithm"] not in ("optimize", "nuts") or n_starts == 0:
         return None, None
@@ -358,8 +359,7 @@ def chain_starts(
     starts["chain_inits"] = [
         {name: np.asarray(v).tolist() for name, v in p.items()} for p in chain_points
     ]
-    inits = [stan_inits(p, model_spec, dataset.y) for p in chain_points]
-    return starts, inits[0] if method_spec["algorithm"] == "optimize" else inits
+    return starts, [stan_inits(p, model_spec, dataset.y) for p in chain_points]
 
 
 def stable_name(name: str) -> str:

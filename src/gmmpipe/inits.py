@@ -243,9 +243,8 @@ def path_starts(
     """Pathfinder's starts: sigma drawn per path as CmdStan would draw it, but on the data's
     working scale (:data:`PATH_STRATEGY`); the other parameters are left to CmdStan's random
     inits. CmdStan's own sigma is exp(uniform(-2, 2)) in the data's units, 0.14 to 7.4 for a
-    column of sd 800, where L-BFGS cannot take a first step. Returns
-    the record for fit.json and the inits, one per path; (None, None) for identity covariance,
-    which has no sigma."""
+    column of sd 800, where L-BFGS cannot take a first step. Returns the record for fit.json and
+    the inits, one per path; (None, None) for identity covariance, which has no sigma."""
     covariance = model_spec.get("covariance", "identity")
     if covariance == "identity":
         return None, None

@@ -415,11 +415,12 @@ def _vi_component_1d(
     mean, sd = q[:, 0].mean(), q[:, 0].std()
     twin = overview.twinx()
     grid = np.linspace(mean - 4 * sd, mean + 4 * sd, 200)
-    twin.plot(grid, stats.norm.pdf(grid, mean, sd), color=color)
+    density = stats.norm.pdf(grid, mean, sd)
+    twin.plot(grid, density, color=color)
     twin.set_yticks([])
     if nuts is not None:
         zoom.hist(nuts[:, 0], bins=50, density=True, color=color, alpha=0.3, label="NUTS")
-    zoom.plot(grid, stats.norm.pdf(grid, mean, sd), color=color, linewidth=2, label=method)
+    zoom.plot(grid, density, color=color, linewidth=2, label=method)
     zoom.set_xlabel(f"mu[{i + 1}, x1]")
     zoom.legend(loc="upper right", fontsize="small")
 
